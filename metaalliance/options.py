@@ -161,6 +161,7 @@ STATISTICS: dict[str, tuple[str, ...]] = {
     "chi2": ("sign",),    # chi2(1) with the finding's n: unsigned
     "d": ("n1", "n2"),
     "z": (),             # a z statistic with the finding's n: r = z / sqrt(n), approximate
+    "or": ("n1", "n2"),  # odds ratio, logit method: approximate
 }
 
 #: outcome domains analysed apart from symptom outcomes by default

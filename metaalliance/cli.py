@@ -1,0 +1,224 @@
+"""The ``metaalliance`` command.
+
+Each subcommand lives in ``metaalliance/commands/<name>.py`` with ``register(subparsers, common)``
+and ``run(args) -> int``. This module owns what they share: the data-selection flags, ``select()``
+(curated data or a CSV -> yi, vi), the error boundary (a MetaAllianceError becomes one line on
+stderr and exit 1, never a traceback) and warnings on stderr.
+
+Only argparse is imported at start-up so that ``metaalliance --help`` answers fast; numpy,
+pandas and friends are imported by the subcommand that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+
+#: subcommands, in the order --help lists them; a module that is not there yet is skipped
+COMMANDS = ("validate", "summary", "add", "convert", "pool", "bias", "sensitivity", "forest",
+            "funnel", "report")
+
+DESCRIPTION = """\
+Process-outcome meta-analysis of the therapeutic alliance.
+
+Reviewers:  metaalliance validate | add | summary     (the curated dataset)
+Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
+Authors:    metaalliance forest | funnel | report      (figures and the full report)
+
+Without --data every command works on the curated dataset (data/findings + references.bib).
+Run `metaalliance COMMAND --help` for each command's options."""
+
+
+# --- shared flags ------------------------------------------------------------------------------
+
+def _dataset_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("curated dataset")
+    g.add_argument("--findings", metavar="DIR",
+                   help="folder of study YAML files (default: the shipped data/findings)")
+    g.add_argument("--bib", metavar="FILE",
+                   help="BibTeX file with one entry per study (default: the shipped references.bib)")
+    return p
+
+
+def _selection_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group(
+        "data selection",
+        "Curated data by default; or any CSV with --data and either --r/--n or --yi/--vi.")
+    g.add_argument("--data", metavar="CSV", help="a CSV file instead of the curated dataset")
+    g.add_argument("--r", metavar="COL", dest="r_col", help="CSV column holding correlations")
+    g.add_argument("--n", metavar="COL", dest="n_col", help="CSV column holding sample sizes")
+    g.add_argument("--yi", metavar="COL", dest="yi_col", help="CSV column holding effect sizes")
+    g.add_argument("--vi", metavar="COL", dest="vi_col",
+                   help="CSV column holding sampling variances")
+    g.add_argument("--label", metavar="COL", dest="label_col",
+                   help="CSV column with study labels (default: label, study or row number)")
+    g.add_argument("--where", metavar="FIELD=VALUE", action="append", default=[],
+                   help="keep rows whose FIELD equals VALUE (comma for alternatives; repeatable; "
+                        "a plain comparison, never evaluated as code)")
+    g.add_argument("--all-domains", action="store_true",
+                   help="curated data: keep adherence/retention/dropout findings, which are "
+                        "otherwise analysed apart from the outcome findings")
+    return p
+
+
+@dataclass
+class Selection:
+    """What a subcommand analyses: the kept rows and their yi/vi (z scale for r data)."""
+    frame: object          # pandas DataFrame of the kept rows
+    yi: object             # numpy array
+    vi: object             # numpy array
+    labels: list
+    measure: str           # "ZCOR" or "generic"
+    omitted: int
+    source: str            # "curated" or the CSV path
+
+
+def _parse_where(items):
+    from .errors import OptionError
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise OptionError(f"--where {item!r}: expected FIELD=VALUE (e.g. rater=client)")
+        field_name, value = item.split("=", 1)
+        field_name = field_name.strip()
+        values = [v.strip() for v in value.split(",")]
+        if not field_name or not all(values):
+            raise OptionError(f"--where {item!r}: expected FIELD=VALUE (e.g. rater=client)")
+        out.append((field_name, values))
+    return out
+
+
+def apply_where(df, where, source: str):
+    """Filter a DataFrame by FIELD=VALUE conditions (string comparison, or numeric when both parse)."""
+    from .errors import OptionError
+    import pandas as pd
+
+    for field_name, values in where:
+        if field_name not in df.columns:
+            raise OptionError(f"--where {field_name}=...: {source} has no column {field_name!r} "
+                              f"(columns: {', '.join(map(str, df.columns))})")
+        col = df[field_name]
+        mask = col.astype(str).isin(values)
+        numeric = pd.to_numeric(pd.Series(values), errors="coerce")
+        if pd.api.types.is_numeric_dtype(col) and numeric.notna().all():
+            mask |= col.isin(list(numeric))
+        df = df[mask]
+    return df
+
+
+def select(args, *, required_columns=()) -> Selection:
+    """The rows a subcommand analyses, from the curated dataset or ``--data CSV``.
+
+    Rows with a missing value in a used column are omitted, counted and warned about.
+    """
+    import numpy as np
+
+    from .errors import DataError, OptionError
+    from .options import SEPARATE_DOMAINS
+
+    where = _parse_where(getattr(args, "where", []) or [])
+    if getattr(args, "data", None):
+        from .tabular import read_effects
+        sel = read_effects(args.data, r=args.r_col, n=args.n_col, yi=args.yi_col, vi=args.vi_col,
+                           label=getattr(args, "label_col", None), where=where,
+                           required_columns=required_columns)
+        return Selection(**sel)
+    for flag in ("r_col", "n_col", "yi_col", "vi_col", "label_col"):
+        if getattr(args, flag, None):
+            raise OptionError(f"--{flag[:-4].replace('_', '-')} needs --data CSV "
+                              "(the curated dataset has its own r and n)")
+    from . import findings
+    df = findings.load(getattr(args, "findings", None), getattr(args, "bib", None))
+    df = apply_where(df, where, "the curated dataset")
+    if not getattr(args, "all_domains", False) and not any(f == "outcome_domain" for f, _ in where):
+        apart = df["outcome_domain"].isin(SEPARATE_DOMAINS)
+        if apart.any():
+            note(f"{int(apart.sum())} adherence/retention/dropout finding(s) analysed apart "
+                 "(use --where outcome_domain=... or --all-domains to include them)")
+        df = df[~apart]
+    for col in required_columns:
+        if col not in df.columns:
+            raise OptionError(f"the curated dataset has no column {col!r}")
+    if df.empty:
+        raise DataError("no findings left after the selection "
+                        f"({' '.join('--where ' + f + '=' + ','.join(v) for f, v in where)})")
+    df = df.reset_index(drop=True)
+    labels = [f"{lab} {fid}" if (df["citekey"] == ck).sum() > 1 else lab
+              for lab, fid, ck in zip(df["label"], df["finding_id"], df["citekey"])]
+    return Selection(frame=df, yi=df["yi"].to_numpy(dtype=float),
+                     vi=df["vi"].to_numpy(dtype=float), labels=labels, measure="ZCOR",
+                     omitted=0, source="curated")
+
+
+# --- output helpers ----------------------------------------------------------------------------
+
+def note(message: str) -> None:
+    """A one-line note on stderr."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def print_json(obj) -> None:
+    """JSON on stdout; NaN/inf are refused (a bug, never output)."""
+    import json
+    print(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = argparse.ArgumentParser(
+        prog="metaalliance", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"metaalliance {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = {"dataset": _dataset_parent(), "selection": _selection_parent()}
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"metaalliance.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"metaalliance.commands.{name}":
+                continue
+            raise
+        module.register(sub, common)
+    return parser
+
+
+def main(argv=None) -> int:
+    import warnings
+
+    from .errors import MetaAllianceError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.run(args) or 0)
+    except MetaAllianceError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}" if not getattr(exc, "problems", None) else line,
+                  file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``metaalliance`` subcommand: ``register(subparsers, common)`` and ``run(args)``."""

@@ -1,0 +1,500 @@
+"""Load and validate the curated findings (data/findings/*.yaml + references.bib).
+
+``validate()`` returns every problem at once, one line each, naming file, finding and field::
+
+    data/findings/x.yaml: finding f2: n: must be >= 4
+
+``load()`` returns one tidy DataFrame, one row per finding, with the study's tags, the reported
+statistic, the sign-aligned r, yi = atanh(r) and vi = 1/(n - 3). It raises ValidationError (with
+the same lines) when the data has problems. YAML is read with ``yaml.safe_load`` only (no object
+construction) and files are size-bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import effectsize
+from .errors import DataError, ValidationError
+from .options import STATISTICS, VOCABULARIES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FINDINGS = REPO_ROOT / "data" / "findings"
+DEFAULT_BIB = REPO_ROOT / "references.bib"
+
+#: a study file larger than this is refused before parsing (a study has a handful of findings)
+MAX_FILE_BYTES = 1_000_000
+#: at most this many findings in one study file
+MAX_FINDINGS_PER_STUDY = 1000
+
+STUDY_REQUIRED = ("citekey", "population", "diagnosis", "setting", "modality", "treatment",
+                  "country", "design", "source", "findings")
+STUDY_OPTIONAL = ("diagnosis_detail", "treatment_detail", "read_at", "note")
+STUDY_VOCAB = ("population", "diagnosis", "setting", "modality", "treatment", "design")
+
+FINDING_REQUIRED = ("id", "n", "statistic", "positive_is_better", "instrument", "rater", "timing",
+                    "outcome", "effect_type", "conversion", "locator", "sample")
+FINDING_OPTIONAL = ("instrument_detail", "session", "curation_id", "note")
+FINDING_VOCAB = ("instrument", "rater", "timing", "effect_type", "conversion")
+STAT_FIELDS = ("type", "value", "df", "sign", "n1", "n2")
+
+#: statistics that are correlations as reported and so must lie in [-1, 1]
+CORRELATION_TYPES = ("r", "partial_r", "spearman_rho", "beta")
+
+#: columns of the tidy DataFrame, in order
+COLUMNS = ["citekey", "finding_id", "sample", "label", "author", "year", "population",
+           "diagnosis", "setting", "modality", "treatment", "country", "design", "instrument",
+           "rater", "timing", "session", "outcome_measure", "outcome_domain", "effect_type",
+           "conversion", "n", "stat_type", "stat_value", "r", "yi", "vi", "source", "locator",
+           "file"]
+
+CITEKEY_RE = re.compile(r"^[a-z][a-z0-9]*[0-9]{4}[a-z0-9]*$")
+FINDING_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+SOURCE_RE = re.compile(r"^(doi:10\.\S+/\S+|url:https?://\S+)$")
+
+
+def display_path(path) -> str:
+    """A path as the user would type it: relative to the working directory when below it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --- references.bib ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BibEntry:
+    key: str
+    fields: dict
+
+    @property
+    def authors(self) -> list[str]:
+        """Family names of the authors, in order ("others" dropped)."""
+        raw = self.fields.get("author", "")
+        names = [a.strip() for a in re.split(r"\s+and\s+", raw) if a.strip()]
+        out = []
+        for a in names:
+            if a.lower() == "others":
+                continue
+            family = a.split(",")[0] if "," in a else a.split()[-1]
+            out.append(family.strip("{} "))
+        return out
+
+    @property
+    def year(self) -> int | None:
+        m = re.search(r"\d{4}", self.fields.get("year", ""))
+        return int(m.group()) if m else None
+
+    @property
+    def label(self) -> str:
+        """"Author et al. (Year)" as on a forest plot."""
+        names = self.authors
+        raw = self.fields.get("author", "")
+        year = self.year or "n.d."
+        if not names:
+            return f"{self.key} ({year})"
+        if len(names) == 1 and "others" not in raw.lower():
+            return f"{names[0]} ({year})"
+        if len(names) == 2 and "others" not in raw.lower():
+            return f"{names[0]} & {names[1]} ({year})"
+        return f"{names[0]} et al. ({year})"
+
+
+def parse_bib(text: str, name: str = "references.bib") -> tuple[dict[str, BibEntry], list[str]]:
+    """Parse BibTeX text into {key: BibEntry} and a list of problems (one line each)."""
+    import bibtexparser
+
+    problems: list[str] = []
+    library = bibtexparser.parse_string(text)
+    entries: dict[str, BibEntry] = {}
+    for block in library.failed_blocks:
+        kind = type(block).__name__
+        if kind == "DuplicateBlockKeyBlock":
+            problems.append(f"{name}: {block.key}: duplicate BibTeX key")
+        else:
+            line = getattr(block, "start_line", None)
+            where = f"line {line + 1}" if isinstance(line, int) else "a block"
+            problems.append(f"{name}: {where}: cannot parse BibTeX entry")
+    for entry in library.entries:
+        fields = {k: str(f.value).strip() for k, f in entry.fields_dict.items()}
+        entries[entry.key] = BibEntry(entry.key, fields)
+    return entries, problems
+
+
+def read_bib(path) -> tuple[dict[str, BibEntry], list[str]]:
+    path = Path(path)
+    name = display_path(path)
+    if not path.is_file():
+        return {}, [f"{name}: file not found"]
+    if path.stat().st_size > 50 * MAX_FILE_BYTES:
+        return {}, [f"{name}: file is larger than {50 * MAX_FILE_BYTES} bytes"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return {}, [f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
+    return parse_bib(text, name)
+
+
+# --- one study file ----------------------------------------------------------------------------
+
+def parse_study_text(text: str, name: str) -> tuple[dict | None, list[str]]:
+    """safe_load one study file's text; problems instead of exceptions."""
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        return None, [f"{name}: file is larger than {MAX_FILE_BYTES} bytes"]
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return None, [f"{name}: cannot parse YAML{where}: {problem}"]
+    except (RecursionError, ValueError, OverflowError) as exc:  # pathological nesting / numbers
+        return None, [f"{name}: cannot parse YAML: {type(exc).__name__}"]
+    if not isinstance(doc, dict):
+        return None, [f"{name}: expected a mapping of study fields, found {type(doc).__name__}"]
+    return doc, []
+
+
+def _vocab_problem(prefix: str, field_name: str, value, vocab: str) -> str | None:
+    allowed = VOCABULARIES[vocab]
+    if value not in allowed:
+        return f"{prefix}{field_name}: {value!r} is not one of {', '.join(allowed)}"
+    return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return _number(value) and value == value and abs(value) != float("inf")
+
+
+def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
+    """All problems of one parsed study file (not cross-file checks)."""
+    problems: list[str] = []
+    p = f"{name}: "
+    for key in STUDY_REQUIRED:
+        if key not in doc or doc[key] is None or doc[key] == "":
+            problems.append(f"{p}{key}: missing")
+    for key in doc:
+        if key not in STUDY_REQUIRED and key not in STUDY_OPTIONAL:
+            problems.append(f"{p}{key}: unknown field (allowed: "
+                            f"{', '.join(STUDY_REQUIRED + STUDY_OPTIONAL)})")
+    citekey = doc.get("citekey")
+    if citekey is not None:
+        if not isinstance(citekey, str) or not CITEKEY_RE.match(citekey):
+            problems.append(f"{p}citekey: {citekey!r} is not a normalised key "
+                            "(lowercase author, 4-digit year, first title word, e.g. webb2011two)")
+        elif stem is not None and citekey != stem:
+            problems.append(f"{p}citekey: {citekey!r} does not match the file name {stem}.yaml")
+    for key in STUDY_VOCAB:
+        if doc.get(key) not in (None, ""):
+            msg = _vocab_problem(p, key, doc[key], key)
+            if msg:
+                problems.append(msg)
+    for key in ("country", "diagnosis_detail", "treatment_detail", "read_at", "note"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            problems.append(f"{p}{key}: must be text")
+    source = doc.get("source")
+    if source not in (None, "") and (not isinstance(source, str) or not SOURCE_RE.match(source)):
+        problems.append(f"{p}source: {source!r} must be 'doi:10.xxxx/...' or 'url:https://...'")
+
+    findings = doc.get("findings")
+    if findings is None:
+        return problems
+    if not isinstance(findings, list) or not findings:
+        problems.append(f"{p}findings: must be a non-empty list")
+        return problems
+    if len(findings) > MAX_FINDINGS_PER_STUDY:
+        problems.append(f"{p}findings: more than {MAX_FINDINGS_PER_STUDY} findings")
+        return problems
+    seen: set = set()
+    for i, f in enumerate(findings, start=1):
+        if not isinstance(f, dict):
+            problems.append(f"{p}finding #{i}: must be a mapping of fields")
+            continue
+        fid = f.get("id")
+        label = fid if isinstance(fid, (str, int)) and not isinstance(fid, bool) else f"#{i}"
+        problems.extend(check_finding(f, f"{p}finding {label}: "))
+        if fid is not None:
+            if fid in seen:
+                problems.append(f"{p}finding {label}: id: duplicate id")
+            seen.add(fid)
+    return problems
+
+
+def check_finding(f: dict, p: str) -> list[str]:
+    """Problems of one finding; ``p`` is the message prefix naming file and finding."""
+    problems: list[str] = []
+    for key in FINDING_REQUIRED:
+        if key not in f or f[key] is None or f[key] == "":
+            problems.append(f"{p}{key}: missing")
+    for key in f:
+        if key not in FINDING_REQUIRED and key not in FINDING_OPTIONAL:
+            problems.append(f"{p}{key}: unknown field (allowed: "
+                            f"{', '.join(FINDING_REQUIRED + FINDING_OPTIONAL)})")
+    fid = f.get("id")
+    if fid is not None and not (isinstance(fid, str) and FINDING_ID_RE.match(fid)):
+        problems.append(f"{p}id: must be a short text id such as f1")
+    n = f.get("n")
+    if n is not None:
+        if not isinstance(n, int) or isinstance(n, bool):
+            problems.append(f"{p}n: must be a whole number")
+        elif n < 4:
+            problems.append(f"{p}n: must be >= 4")
+    for key in FINDING_VOCAB:
+        if f.get(key) not in (None, ""):
+            msg = _vocab_problem(p, key, f[key], key)
+            if msg:
+                problems.append(msg)
+    if "positive_is_better" in f and f["positive_is_better"] is not None \
+            and not isinstance(f["positive_is_better"], bool):
+        problems.append(f"{p}positive_is_better: must be true or false")
+    session = f.get("session")
+    if session is not None and (not isinstance(session, int) or isinstance(session, bool)
+                                or session < 0):
+        problems.append(f"{p}session: must be a whole number >= 0")
+    for key in ("locator", "sample", "instrument_detail", "note", "curation_id"):
+        if f.get(key) is not None and not isinstance(f[key], str):
+            problems.append(f"{p}{key}: must be text")
+    outcome = f.get("outcome")
+    if outcome is not None:
+        if not isinstance(outcome, dict):
+            problems.append(f"{p}outcome: must be a mapping with measure and domain")
+        else:
+            for key in outcome:
+                if key not in ("measure", "domain"):
+                    problems.append(f"{p}outcome.{key}: unknown field (allowed: measure, domain)")
+            if not outcome.get("measure"):
+                problems.append(f"{p}outcome.measure: missing")
+            if not outcome.get("domain"):
+                problems.append(f"{p}outcome.domain: missing")
+            else:
+                msg = _vocab_problem(p, "outcome.domain", outcome["domain"], "outcome_domain")
+                if msg:
+                    problems.append(msg)
+    stat = f.get("statistic")
+    if stat is not None:
+        problems.extend(_check_statistic(stat, f.get("n"), p))
+    if f.get("conversion") == "approximate" and not f.get("note"):
+        problems.append(f"{p}note: missing (an approximate conversion must say why)")
+    return problems
+
+
+def _check_statistic(stat, n, p: str) -> list[str]:
+    if not isinstance(stat, dict):
+        return [f"{p}statistic: must be a mapping such as {{type: r, value: 0.3}}"]
+    problems = []
+    for key in stat:
+        if key not in STAT_FIELDS:
+            problems.append(f"{p}statistic.{key}: unknown field (allowed: {', '.join(STAT_FIELDS)})")
+    stype = stat.get("type")
+    if stype is None:
+        return problems + [f"{p}statistic.type: missing"]
+    if stype not in STATISTICS:
+        return problems + [f"{p}statistic.type: {stype!r} is not one of {', '.join(STATISTICS)}"]
+    value = stat.get("value")
+    if value is None:
+        return problems + [f"{p}statistic.value: missing"]
+    if not _is_finite(value):
+        return problems + [f"{p}statistic.value: must be a finite number"]
+    for need in STATISTICS[stype]:
+        if stat.get(need) is None:
+            problems.append(f"{p}statistic.{need}: missing ({stype} needs {need})")
+    for key in ("df", "n1", "n2"):
+        v = stat.get(key)
+        if v is not None and (not _is_finite(v) or v <= 0):
+            problems.append(f"{p}statistic.{key}: must be a positive number")
+    if stat.get("sign") is not None and stat.get("sign") not in (1, -1):
+        problems.append(f"{p}statistic.sign: must be 1 or -1")
+    if stype in CORRELATION_TYPES and not -1 <= value <= 1:
+        problems.append(f"{p}statistic.value: {stype} must be within [-1, 1]")
+    if stype in ("F", "chi2") and value < 0:
+        problems.append(f"{p}statistic.value: {stype} must be >= 0 (give the direction in sign)")
+    if stype == "or" and value <= 0:
+        problems.append(f"{p}statistic.value: an odds ratio must be > 0")
+    if problems:
+        return problems
+    try:
+        r = _raw_r(stat, n if isinstance(n, int) and not isinstance(n, bool) else None)
+    except DataError as exc:
+        return [f"{p}{exc}"]
+    if r is None:
+        return []
+    if not -1 < r < 1:
+        problems.append(f"{p}statistic.value: converts to r = {r:g}; |r| must be < 1 "
+                        "(Fisher's z is infinite at +-1)")
+    return problems
+
+
+def _raw_r(stat: dict, n: int | None) -> float | None:
+    """r in the paper's own sign convention (None when n is needed but absent)."""
+    if stat["type"] in ("chi2", "z") and n is None:
+        return None
+    return effectsize.convert(stat["type"], stat["value"], n=n, df=stat.get("df"),
+                              n1=stat.get("n1"), n2=stat.get("n2"), sign=stat.get("sign"))
+
+
+# --- the whole dataset -------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """Parsed studies and bib entries, with every problem found."""
+    studies: dict[str, tuple[Path, dict]] = field(default_factory=dict)  # citekey -> (path, doc)
+    bib: dict[str, BibEntry] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _resolve(findings_dir, bib):
+    findings_dir = Path(findings_dir) if findings_dir is not None else DEFAULT_FINDINGS
+    bib = Path(bib) if bib is not None else (
+        findings_dir.parent.parent / "references.bib" if findings_dir != DEFAULT_FINDINGS
+        else DEFAULT_BIB)
+    return findings_dir, bib
+
+
+def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
+                 bib_text: str | None = None) -> Dataset:
+    """Read and check every study file and the bib; collect all problems.
+
+    ``overrides`` maps a study file path to replacement text and ``bib_text`` replaces the bib's
+    text: ``add`` validates the dataset as it *would* be before writing anything.
+    """
+    findings_dir, bib = _resolve(findings_dir, bib)
+    ds = Dataset()
+    overrides = {Path(k).resolve(): v for k, v in (overrides or {}).items()}
+    fname = display_path(findings_dir)
+    if bib_text is not None:
+        ds.bib, bib_problems = parse_bib(bib_text, display_path(bib))
+    else:
+        ds.bib, bib_problems = read_bib(bib)
+    ds.problems.extend(bib_problems)
+    if not findings_dir.is_dir():
+        ds.problems.append(f"{fname}: findings folder not found")
+        return ds
+    paths = {p.resolve(): p for p in findings_dir.glob("*.yaml")}
+    for resolved in overrides:
+        if resolved.parent == findings_dir.resolve():
+            paths.setdefault(resolved, resolved)
+    others = sorted(p.name for p in findings_dir.iterdir()
+                    if p.is_file() and p.suffix != ".yaml" and not p.name.startswith("."))
+    for other in others:
+        ds.problems.append(f"{fname}/{other}: not a .yaml study file (rename it or move it out)")
+    samples: dict[str, str] = {}
+    for resolved in sorted(paths, key=lambda q: q.name):
+        path = paths[resolved]
+        name = display_path(path)
+        if resolved in overrides:
+            text = overrides[resolved]
+        else:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                ds.problems.append(f"{name}: file is larger than {MAX_FILE_BYTES} bytes")
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                ds.problems.append(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                continue
+        doc, problems = parse_study_text(text, name)
+        ds.problems.extend(problems)
+        if doc is None:
+            continue
+        problems = check_study(doc, name, stem=path.stem)
+        ds.problems.extend(problems)
+        citekey = doc.get("citekey")
+        if isinstance(citekey, str):
+            if citekey not in ds.bib:
+                ds.problems.append(f"{name}: citekey: {citekey!r} not in {display_path(bib)}")
+            ds.studies[citekey] = (path, doc)
+            for f in doc.get("findings") or []:
+                if isinstance(f, dict) and isinstance(f.get("sample"), str):
+                    owner = samples.setdefault(f["sample"], citekey)
+                    if owner != citekey:
+                        ds.problems.append(
+                            f"{name}: finding {f.get('id')}: sample: {f['sample']!r} is already "
+                            f"used by {owner}: one sample is counted once (keep one paper's findings)")
+    for key in sorted(ds.bib):
+        if key not in ds.studies:
+            ds.problems.append(f"{display_path(bib)}: {key}: no findings file "
+                               f"{fname}/{key}.yaml")
+    return ds
+
+
+def validate(findings_dir=None, bib=None) -> list[str]:
+    """Every problem of the dataset, one line each (empty list when clean)."""
+    return read_dataset(findings_dir, bib).problems
+
+
+def _rows(ds: Dataset):
+    for citekey in sorted(ds.studies):
+        path, doc = ds.studies[citekey]
+        entry = ds.bib[citekey]
+        for f in doc["findings"]:
+            stat = f["statistic"]
+            raw = _raw_r(stat, f["n"])
+            r = raw if f["positive_is_better"] else -raw
+            yield {
+                "citekey": citekey, "finding_id": f["id"], "sample": f["sample"],
+                "label": entry.label, "author": (entry.authors or [citekey])[0],
+                "year": entry.year, "population": doc["population"],
+                "diagnosis": doc["diagnosis"], "setting": doc["setting"],
+                "modality": doc["modality"], "treatment": doc["treatment"],
+                "country": doc["country"], "design": doc["design"],
+                "instrument": f["instrument"], "rater": f["rater"], "timing": f["timing"],
+                "session": float(f["session"]) if f.get("session") is not None else float("nan"),
+                "outcome_measure": f["outcome"]["measure"],
+                "outcome_domain": f["outcome"]["domain"], "effect_type": f["effect_type"],
+                "conversion": f["conversion"], "n": f["n"], "stat_type": stat["type"],
+                "stat_value": float(stat["value"]), "r": r,
+                "yi": float(effectsize.r_to_z(r)), "vi": float(effectsize.vi_from_n(f["n"])),
+                "source": doc["source"], "locator": f["locator"], "file": display_path(path),
+            }
+
+
+def load(findings_dir=None, bib=None):
+    """The curated findings as one tidy DataFrame (one row per finding).
+
+    Raises ValidationError listing every problem when the data does not validate.
+
+    >>> df = load()
+    >>> bool(((df.r > -1) & (df.r < 1)).all()) and bool((df.vi > 0).all())
+    True
+    """
+    import pandas as pd
+
+    ds = read_dataset(findings_dir, bib)
+    if ds.problems:
+        raise ValidationError(ds.problems)
+    df = pd.DataFrame(list(_rows(ds)), columns=COLUMNS)
+    df["year"] = df["year"].astype("Int64")
+    return df
+
+
+def data_hash(findings_dir=None, bib=None) -> str:
+    """sha256 over the bytes of every study file (sorted by name) and the bib."""
+    findings_dir, bib = _resolve(findings_dir, bib)
+    h = hashlib.sha256()
+    for path in sorted(Path(findings_dir).glob("*.yaml")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    if Path(bib).is_file():
+        h.update(Path(bib).read_bytes())
+    return h.hexdigest()
+
+
+def is_inside(path, folder) -> bool:
+    """True when ``path`` is ``folder`` or lies below it (after resolving links)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+__all__ = ["load", "validate", "read_dataset", "parse_bib", "read_bib", "data_hash",
+           "BibEntry", "Dataset", "DEFAULT_FINDINGS", "DEFAULT_BIB", "COLUMNS", "display_path"]

@@ -1,0 +1,140 @@
+"""Read effect sizes from a user's CSV: ``--r COL --n COL`` or ``--yi COL --vi COL``.
+
+Every problem names the file, the row (as numbered in a spreadsheet: header = row 1) and the
+column. Rows with an empty cell in a used column are omitted, counted and warned about; a
+cell that is present but unusable (text, inf, r outside (-1, 1), n <= 3, vi <= 0) is an error,
+because silently dropping it would change the answer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from .errors import DataError, MetaAllianceWarning, OptionError
+from .findings import display_path
+
+#: a CSV larger than this is refused before reading
+MAX_CSV_BYTES = 200_000_000
+
+
+def read_csv(path):
+    """Read a CSV as text cells (no type guessing), with clear errors."""
+    import pandas as pd
+
+    path = Path(path)
+    name = display_path(path)
+    if not path.is_file():
+        raise DataError(f"{name}: file not found")
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise DataError(f"{name}: file is larger than {MAX_CSV_BYTES} bytes")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                         encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{name}: cannot read as CSV: {first}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dupes:
+        raise DataError(f"{name}: duplicate column name(s): {', '.join(dupes)}")
+    return df
+
+
+def numeric_column(df, col: str, name: str):
+    """Column ``col`` as floats; empty cells become NaN; text raises DataError naming the row."""
+    import numpy as np
+
+    cells = df[col].astype(str).str.strip()
+    out = np.full(len(cells), np.nan)
+    for i, cell in enumerate(cells):
+        if cell == "" or cell.upper() in ("NA", "NAN", "NULL", "."):
+            continue
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            raise DataError(f"{name}: row {i + 2}: {col}: {cell[:40]!r} is not a number") from None
+        if not np.isfinite(out[i]):
+            raise DataError(f"{name}: row {i + 2}: {col}: {cell!r} is not a finite number")
+    return out
+
+
+def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=(),
+                 required_columns=()):
+    """Effect sizes from a CSV; returns the fields of ``cli.Selection``."""
+    import numpy as np
+
+    from .cli import apply_where
+
+    name = display_path(path)
+    if (r is None) != (n is None) or (yi is None) != (vi is None) or \
+            (r is None) == (yi is None):
+        raise OptionError("--data needs either --r COL --n COL or --yi COL --vi COL")
+    df = read_csv(path)
+    used = [c for c in (r, n, yi, vi) if c] + list(required_columns)
+    missing = [c for c in used + ([label] if label else []) if c not in df.columns]
+    if missing:
+        raise DataError(f"{name}: no column {', '.join(map(repr, missing))} "
+                        f"(columns: {', '.join(df.columns)})")
+    if df.empty:
+        raise DataError(f"{name}: no data rows")
+    df = df.copy()
+    df["_row"] = np.arange(2, len(df) + 2)
+    df = apply_where(df, list(where), name)
+    values = {c: numeric_column(df, c, name) for c in (r, n, yi, vi) if c}
+    for c in required_columns:
+        if c not in values:
+            values[c] = df[c].astype(str).str.strip().replace("", np.nan).to_numpy()
+    keep = np.ones(len(df), dtype=bool)
+    for c, v in values.items():
+        keep &= ~(v != v) if v.dtype.kind == "f" else np.array([x == x for x in v])
+    omitted = int((~keep).sum())
+    if omitted:
+        rows = ", ".join(str(x) for x in df["_row"].to_numpy()[~keep][:10])
+        more = " ..." if omitted > 10 else ""
+        warnings.warn(f"{name}: omitted {omitted} row(s) with a missing value in "
+                      f"{', '.join(c for c in values)} (rows {rows}{more})", MetaAllianceWarning)
+    df = df[keep].reset_index(drop=True)
+    values = {c: v[keep] for c, v in values.items()}
+    rows = df["_row"].to_numpy()
+    if len(df) == 0:
+        raise DataError(f"{name}: no usable rows (all {omitted} had missing values)"
+                        if omitted else f"{name}: no rows left after the selection")
+    if r:
+        rr, nn = values[r], values[n]
+        bad = np.flatnonzero(~((rr > -1) & (rr < 1)))
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {r}: {rr[i]:g} must lie strictly between "
+                            "-1 and 1 (Fisher's z is infinite at +-1)")
+        bad = np.flatnonzero(~(nn > 3))
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {n}: {nn[i]:g} must be > 3 "
+                            "(the variance 1/(n-3) needs n >= 4)")
+        y, v, measure = np.arctanh(rr), 1.0 / (nn - 3.0), "ZCOR"
+    else:
+        y, v, measure = values[yi], values[vi], "generic"
+        bad = np.flatnonzero(~(v > 0))
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {vi}: {v[i]:g} must be > 0 "
+                            "(a sampling variance)")
+    if label:
+        labels = df[label].astype(str).tolist()
+    else:
+        for cand in ("label", "study", "author", "citekey"):
+            if cand in df.columns:
+                labels = df[cand].astype(str).tolist()
+                break
+        else:
+            labels = [f"row {x}" for x in rows]
+    df = df.drop(columns="_row")
+    for c, v in values.items():
+        if c in (r, n, yi, vi):
+            df[c] = v
+    df["yi"], df["vi"] = y, v
+    return dict(frame=df, yi=np.asarray(y, dtype=float), vi=np.asarray(v, dtype=float),
+                labels=labels, measure=measure, omitted=omitted, source=name)
