@@ -68,7 +68,7 @@ def _append_text(old_text: str, old_doc: dict, new_findings: list[dict]) -> str:
     """
     expected = dict(old_doc)
     expected["findings"] = list(old_doc["findings"]) + new_findings
-    m = re.search(r"^findings:\s*\n(\s*)- ", old_text, flags=re.M)
+    m = re.search(r"^findings:[ \t]*\n(?:[ \t]*(?:#[^\n]*)?\n)*([ \t]*)- ", old_text, flags=re.M)
     if m:
         indent = m.group(1)
         block = _dump(new_findings)

@@ -421,8 +421,9 @@ def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
                         ds.problems.append(
                             f"{name}: finding {f.get('id')}: sample: {f['sample']!r} is already "
                             f"used by {owner}: one sample is counted once (keep one paper's findings)")
+    stems = {q.stem for q in paths.values()}
     for key in sorted(ds.bib):
-        if key not in ds.studies:
+        if key not in ds.studies and key not in stems:
             ds.problems.append(f"{display_path(bib)}: {key}: no findings file "
                                f"{fname}/{key}.yaml")
     return ds
