@@ -52,7 +52,7 @@ def vi_from_n(n):
 def t_to_r(t, df):
     """r from a t statistic with df degrees of freedom."""
     t = np.asarray(t, dtype=float)
-    return t / np.sqrt(t * t + df)
+    return t / np.hypot(t, np.sqrt(df))  # hypot: no overflow for huge t
 
 
 def f_to_r(f, df, sign=1):

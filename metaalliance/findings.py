@@ -39,8 +39,10 @@ STUDY_VOCAB = ("population", "diagnosis", "setting", "modality", "treatment", "d
 
 FINDING_REQUIRED = ("id", "n", "statistic", "positive_is_better", "instrument", "rater", "timing",
                     "outcome", "effect_type", "conversion", "locator", "sample")
-FINDING_OPTIONAL = ("instrument_detail", "session", "curation_id", "note")
-FINDING_VOCAB = ("instrument", "rater", "timing", "effect_type", "conversion")
+#: study tags a finding may override (e.g. two trial arms in different settings)
+OVERRIDABLE = ("population", "diagnosis", "setting", "modality", "treatment")
+FINDING_OPTIONAL = ("instrument_detail", "session", "curation_id", "note") + OVERRIDABLE
+FINDING_VOCAB = ("instrument", "rater", "timing", "effect_type", "conversion") + OVERRIDABLE
 STAT_FIELDS = ("type", "value", "df", "sign", "n1", "n2")
 
 #: statistics that are correlations as reported and so must lie in [-1, 1]
@@ -112,7 +114,11 @@ def parse_bib(text: str, name: str = "references.bib") -> tuple[dict[str, BibEnt
     import bibtexparser
 
     problems: list[str] = []
-    library = bibtexparser.parse_string(text)
+    from bibtexparser.middlewares import LatexDecodingMiddleware
+    try:
+        library = bibtexparser.parse_string(text, append_middleware=[LatexDecodingMiddleware()])
+    except Exception:  # the decoder chokes on some malformed LaTeX: fall back to raw fields
+        library = bibtexparser.parse_string(text)
     entries: dict[str, BibEntry] = {}
     for block in library.failed_blocks:
         kind = type(block).__name__
@@ -164,7 +170,7 @@ def parse_study_text(text: str, name: str) -> tuple[dict | None, list[str]]:
 
 def _vocab_problem(prefix: str, field_name: str, value, vocab: str) -> str | None:
     allowed = VOCABULARIES[vocab]
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         return f"{prefix}{field_name}: {value!r} is not one of {', '.join(allowed)}"
     return None
 
@@ -224,7 +230,7 @@ def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
         fid = f.get("id")
         label = fid if isinstance(fid, (str, int)) and not isinstance(fid, bool) else f"#{i}"
         problems.extend(check_finding(f, f"{p}finding {label}: "))
-        if fid is not None:
+        if isinstance(fid, (str, int)) and not isinstance(fid, bool):
             if fid in seen:
                 problems.append(f"{p}finding {label}: id: duplicate id")
             seen.add(fid)
@@ -299,7 +305,7 @@ def _check_statistic(stat, n, p: str) -> list[str]:
     stype = stat.get("type")
     if stype is None:
         return problems + [f"{p}statistic.type: missing"]
-    if stype not in STATISTICS:
+    if not isinstance(stype, str) or stype not in STATISTICS:
         return problems + [f"{p}statistic.type: {stype!r} is not one of {', '.join(STATISTICS)}"]
     value = stat.get("value")
     if value is None:
@@ -445,9 +451,7 @@ def _rows(ds: Dataset):
             yield {
                 "citekey": citekey, "finding_id": f["id"], "sample": f["sample"],
                 "label": entry.label, "author": (entry.authors or [citekey])[0],
-                "year": entry.year, "population": doc["population"],
-                "diagnosis": doc["diagnosis"], "setting": doc["setting"],
-                "modality": doc["modality"], "treatment": doc["treatment"],
+                "year": entry.year, **{k: f.get(k, doc[k]) for k in OVERRIDABLE},
                 "country": doc["country"], "design": doc["design"],
                 "instrument": f["instrument"], "rater": f["rater"], "timing": f["timing"],
                 "session": float(f["session"]) if f.get("session") is not None else float("nan"),

@@ -43,6 +43,7 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "youth": "children and adolescents (< 18) as the identified patient",
         "couple": "couples in conjoint treatment",
         "family": "families in conjoint treatment",
+        "unspecified": "the text read does not say (say what is known in the note)",
     },
     "diagnosis": {
         "depression": "depressive disorders, incl. chronic depression and MDE",
@@ -75,6 +76,8 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "group": "group therapy",
         "couple": "conjoint couple therapy",
         "family": "conjoint family therapy or family-involved treatment",
+        "mixed": "several modalities pooled in the finding",
+        "unspecified": "the text read does not say",
     },
     "treatment": {
         "cbt": "cognitive, behavioural and CBT-family treatments (incl. CBASP, exposure)",
@@ -94,6 +97,7 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "rct": "randomised controlled trial (alliance studied within it)",
         "naturalistic": "naturalistic or observational study",
         "other": "another design (say which in the note)",
+        "unspecified": "the text read does not say",
     },
     "instrument": {
         "WAI": "Working Alliance Inventory (full, 36 items)",
@@ -111,7 +115,7 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "STAR": "Scale to Assess the Therapeutic Relationship",
         "SRS": "Session Rating Scale",
         "SOFTA": "System for Observing Family Therapy Alliances",
-        "IAT-P": "Individual Alliance Scale, adapted for (Korean) psychotherapy",
+        "IAT-P": "alliance instrument named IAT-P in the text read (Venezuelan OQ-45.2 study); the expansion of the name was not read",
         "4PAS": "4-Point ordinal Alliance Scale",
         "other": "another or unnamed instrument (say which in instrument_detail)",
     },
@@ -121,6 +125,7 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "observer": "trained observers rate recordings or transcripts",
         "parent": "a parent or caregiver rates",
         "combined": "ratings of several perspectives combined",
+        "unspecified": "the text read does not say",
     },
     "timing": {
         "early": "first sessions (about the first third of treatment)",

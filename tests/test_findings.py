@@ -45,7 +45,7 @@ def test_load_tidy_frame(dataset):
 
 @pytest.mark.parametrize("old,new,expected", [
     ("rater: client", "rater: patient",
-     "finding f1: rater: 'patient' is not one of client, therapist, observer, parent, combined"),
+     "finding f1: rater: 'patient' is not one of client, therapist, observer, parent, combined, unspecified"),
     ("{type: r, value: 0.30}", "{type: r, value: 1.3}",
      "finding f1: statistic.value: r must be within [-1, 1]"),
     ("n: 50\n    statistic: {type: r", "n: 2\n    statistic: {type: r", "finding f1: n: must be >= 4"),
@@ -66,7 +66,8 @@ def test_load_tidy_frame(dataset):
     ("timing: early", "timing: early\n    timng: late",
      "finding f1: timng: unknown field (allowed: id, n, statistic, positive_is_better, "
      "instrument, rater, timing, outcome, effect_type, conversion, locator, sample, "
-     "instrument_detail, session, curation_id, note)"),
+     "instrument_detail, session, curation_id, note, population, diagnosis, setting, modality, "
+     "treatment)"),
 ])
 def test_each_problem_has_its_exact_message(dataset, old, new, expected):
     name = _edit(dataset[0], old, new)
