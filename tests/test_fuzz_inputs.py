@@ -2,10 +2,12 @@
 
 Only the tool's own error types may come out (validate returns problem lines; the CSV reader
 raises MetaAllianceError), never an uncaught exception. Inputs that once broke the code are kept
-in tests/fuzz_corpus/ and replayed here as regression tests. The long run is
-`python -m tests.fuzz --minutes 10` (same properties, many more examples).
+in tests/fuzz_corpus/ and replayed here as regression tests. The long run uses the same
+properties with many more examples:
+`FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q tests/test_fuzz_inputs.py`.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from metaalliance.errors import MetaAllianceError
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 pytestmark = pytest.mark.filterwarnings("ignore::metaalliance.errors.MetaAllianceWarning")
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # YAML values of every kind a hand-edited file can hold
