@@ -1,0 +1,121 @@
+"""Tests and intervals of the random-effects model, computed as metafor does.
+
+- Wald tests of the fixed effects: ``test="z"`` (standard normal) or ``test="knha"``
+  (Knapp-Hartung: variances scaled by ``s2w = sum w (y - X b)^2 / (k - p)``, t with k - p df,
+  QM as F(m, k - p); no truncation of ``s2w`` at 1 — metafor's ``test="adhoc"`` does that).
+- Q (QE), I^2, H^2 with metafor's ``vt = (k - p) / tr(P)`` at weights 1/v.
+- Prediction interval as ``predict.rma``: ``pred +- crit * sqrt(se^2 + tau2)``, crit from the
+  normal or, under knha, from t(k - p).
+- Q-profile confidence intervals for tau^2 (and I^2, H^2 through ``vt``) as ``confint.rma.uni``
+  (type "QP", its default for every method): the tau^2 where the generalised Q statistic equals
+  the chi^2(k - p) quantiles, searched on ``[0, max(100, 10 tau2)]``.
+
+All functions are vectorised over columns like ``estimators`` (arrays of shape (B,)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from . import estimators as est
+from .errors import OptionError
+
+
+def level_alpha(level) -> tuple[float, float]:
+    """(level in percent, alpha) from 95 or 0.95, as metafor's ``.level``."""
+    try:
+        lv = float(level)
+    except (TypeError, ValueError):
+        raise OptionError(f"level: {level!r} is not a number") from None
+    if np.isfinite(lv) and 50 < lv < 100:
+        return lv, (100.0 - lv) / 100.0
+    if np.isfinite(lv) and 0.5 < lv < 1:
+        return 100.0 * lv, 1.0 - lv
+    raise OptionError(f"level: {level!r} must be a percentage between 50 and 100 (e.g. 95)")
+
+
+def crit_value(test: str, alpha: float, df=None):
+    """Two-sided critical value: normal for "z", t(df) for "knha"."""
+    if test == "knha":
+        return stats.t.isf(alpha / 2, df)
+    return stats.norm.isf(alpha / 2)
+
+
+def wald(beta, se, test, alpha, df=None):
+    """Statistic, p-value and CI bounds of coefficients (arrays broadcast)."""
+    stat = beta / se
+    if test == "knha":
+        pval = 2 * stats.t.sf(np.abs(stat), df)
+    else:
+        pval = 2 * stats.norm.sf(np.abs(stat))
+    crit = crit_value(test, alpha, df)
+    return stat, pval, beta - crit * se, beta + crit * se
+
+
+def knha_scale(Y, V, M, X, tau2, int_only=None):
+    """Knapp-Hartung factor s2w = RSS / (k - p) with weights 1/(v + tau2); 0 when RSS <= eps
+    (metafor), which callers must turn into an error."""
+    kb = M.sum(axis=0)
+    p = X.shape[1]
+    w = M / (V + tau2)
+    f = est.wls(X, w, Y, int_only)
+    rss = (w * f.r * f.r).sum(axis=0)
+    return np.where(rss <= np.finfo(float).eps, 0.0, rss / (kb - p))
+
+
+def heterogeneity(Y, V, M, X, int_only=None):
+    """QE (on centred y, as metafor), its df, p-value and vt = (k - p) / tr(P) per column."""
+    kb = M.sum(axis=0)
+    p = X.shape[1]
+    df = kb - p
+    Yc = est.centered(Y, M)
+    w = M / V
+    f = est.wls(X, w, Yc, int_only)
+    qe = np.maximum(0.0, (w * f.r * f.r).sum(axis=0))
+    trP = est.trace_P(f, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vt = np.where(df > 0, df / trP, 0.0)
+        qp = np.where(df > 0, stats.chi2.sf(qe, np.maximum(df, 1)), 1.0)
+    qe = np.where(df > 0, qe, 0.0)
+    return qe, df, qp, vt
+
+
+def i2_h2(method, tau2, vt, qe, df):
+    """I^2 (percent) and H^2 as metafor: from tau2 and vt, or from Q for the EE model."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "EE":
+            i2 = np.where(qe > 0, np.maximum(0.0, 100 * (qe - df) / qe), 0.0)
+            h2 = np.where(df > 0, qe / np.where(df > 0, df, 1), 1.0)
+        else:
+            i2 = np.where(df > 0, 100 * tau2 / (vt + tau2), 0.0)
+            h2 = np.where(df > 0, tau2 / np.where(vt > 0, vt, 1) + 1, 1.0)
+    i2 = np.where(np.isfinite(i2), i2, 0.0)
+    return i2, h2
+
+
+def prediction_interval(pred, se, tau2, crit):
+    half = crit * np.sqrt(se * se + tau2)
+    return pred - half, pred + half
+
+
+def q_profile_ci(Y, V, M, X, tau2, alpha, int_only=None):
+    """Q-profile CI for tau^2 as ``confint.rma.uni(type="QP")`` per column: (lower, upper).
+
+    Bounds are clipped to metafor's search interval [0, max(100, 10 tau2)].
+    """
+    kb = M.sum(axis=0)
+    p = X.shape[1]
+    df = kb - p
+    crit_u = stats.chi2.isf(alpha / 2, df)   # Q = crit_u -> lower bound
+    crit_l = stats.chi2.ppf(alpha / 2, df)   # Q = crit_l -> upper bound
+    upper = np.maximum(100.0, 10.0 * tau2)
+    # confint.rma.uni profiles the uncentred outcome (it calls .QE.func with Y = yi)
+    lb, _ = est.q_root(Y, V, M, X, crit_u, upper, int_only)
+    ub, _ = est.q_root(Y, V, M, X, crit_l, upper, int_only)
+    return lb, ub
+
+
+def i2_h2_from_tau2(tau2, vt):
+    """I^2 (percent) and H^2 bounds from tau^2 bounds (confint.rma.uni)."""
+    return 100 * tau2 / (vt + tau2), tau2 / vt + 1

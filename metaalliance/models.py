@@ -1,0 +1,754 @@
+"""Random-effects meta-analysis, meta-regression and subgroup analysis, as metafor's ``rma.uni``.
+
+Public API (see CONTRACT.md):
+
+- ``random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measure="ZCOR")``
+- ``random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None)``
+- ``meta_regression(yi, vi, data, formula, ...)`` / ``meta_regression_matrix(yi, vi, X, names, ...)``
+  with an optional permutation test (``permutations=N, seed=S``) as ``permutest()``
+- ``subgroups(yi, vi, groups, method=..., tau2_model="separate"|"pooled")``
+- ``design_matrix(data, formula)``: metafor's ``factor()`` design from a DataFrame
+- ``three_level(...)``: forwarded to ``multilevel.three_level``
+
+Which metafor call each function reproduces:
+
+=====================================  =======================================================
+random_effects(yi, vi, m, t)           rma(yi, vi, method=m, test=t); predict(); confint()
+meta_regression(..., "~ a + b")        rma(yi, vi, mods = ~ a + b, method=m, test=t)
+  ... permutations=N, seed=S           permutest(res, iter=N) (exact when N >= #permutations)
+subgroups(..., "separate")             rma(..., subset = g == level) per level; Q-between =
+                                       rma(est, sei, mods = ~ level, method="EE")$QM
+subgroups(..., "pooled")               rma(yi, vi, mods = ~ g)$QM; estimates from ~ g - 1
+=====================================  =======================================================
+
+k = 1 follows metafor: tau^2 is set to 0, Q = 0, I^2 = 0, H^2 = 1, knha falls back to z
+(both with a MetaAllianceWarning); se of tau^2 and the heterogeneity CIs are None.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from itertools import product
+from typing import NamedTuple
+
+import numpy as np
+
+from . import estimators as est
+from . import inference as inf
+from .errors import DataError, MetaAllianceWarning, ModelError
+from .options import METHODS, TAU2_MODELS, TESTS, check_option
+from .results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
+                      SubgroupResult, provenance)
+
+MEASURES = ("ZCOR", "generic")
+#: metafor permutest's comptol (.Machine$double.eps^0.5): ties in permutation statistics
+COMPTOL = float(np.finfo(float).eps ** 0.5)
+#: permutation columns fitted per vectorised batch (bounds memory)
+PERM_CHUNK = 2048
+INTERCEPT = "intrcpt"
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+
+
+def _vectors(yi, vi, labels=None):
+    try:
+        y = np.asarray(yi, dtype=float)
+        v = np.asarray(vi, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError("yi and vi must be numeric") from None
+    if y.ndim != 1 or v.ndim != 1:
+        raise DataError("yi and vi must be one-dimensional")
+    if y.shape != v.shape:
+        raise DataError(f"yi has {y.size} values but vi has {v.size}")
+    k = y.size
+    if k == 0:
+        raise DataError("no studies: yi is empty")
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise DataError(f"yi has missing or non-finite values at position(s) {_pos(bad)}")
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise DataError(f"vi has missing or non-finite values at position(s) {_pos(bad)}")
+    bad = np.flatnonzero(v <= 0)
+    if bad.size:
+        raise DataError(f"vi must be > 0; not so at position(s) {_pos(bad)}")
+    if labels is None:
+        labels = tuple(f"Study {i + 1}" for i in range(k))
+    else:
+        labels = tuple(str(x) for x in labels)
+        if len(labels) != k:
+            raise DataError(f"labels has {len(labels)} entries but yi has {k}")
+    return y, v, labels
+
+
+def _pos(idx, n=5):
+    s = ", ".join(str(int(i) + 1) for i in idx[:n])
+    return s + (" ..." if idx.size > n else "")
+
+
+def _options(method, test, measure=None):
+    check_option("method", method, METHODS)
+    check_option("test", test, TESTS)
+    if measure is not None:
+        check_option("measure", measure, MEASURES)
+
+
+def _has_intercept(X) -> np.ndarray:
+    return np.all(X == 1.0, axis=0)
+
+
+def _none(x):
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+# --------------------------------------------------------------------------------------------
+# the core single-model fit
+
+
+def _fit(y, v, X, names, method, test, level):
+    """Fit one model; a dict of every quantity at full precision."""
+    _options(method, test)
+    lv, alpha = inf.level_alpha(level)
+    k, p = X.shape
+    int_only = est.is_intercept_only(X)
+    est.check_design(X, names)
+    one = k == 1 and p == 1
+    if one:
+        warnings.warn("k = 1: tau^2 is set to 0 and heterogeneity cannot be assessed "
+                      "(as metafor)", MetaAllianceWarning, stacklevel=3)
+        if test == "knha":
+            warnings.warn("test 'knha' needs k >= 2; using test 'z' (as metafor)",
+                          MetaAllianceWarning, stacklevel=3)
+            test = "z"
+    elif k <= p:
+        raise ModelError(f"the model has {p} coefficients but only {k} studies; "
+                         "a model needs more studies than coefficients")
+    Y, V, M = y[:, None], v[:, None], np.ones((k, 1))
+    tfit = est._tau2_fit(Y, V, X, M, method)
+    tau2 = float(tfit.tau2[0])
+    converged = bool(tfit.converged[0])
+    method_used = method if converged else "DL"
+    if not converged:
+        warnings.warn(f"{method} estimation of tau^2 did not converge; using the DL estimate",
+                      MetaAllianceWarning, stacklevel=3)
+    if tfit.reset_to_zero[0]:
+        warnings.warn("Fisher scoring may have stopped at a local maximum; tau^2 set to 0 "
+                      "(as metafor)", MetaAllianceWarning, stacklevel=3)
+    w = 1.0 / (v + tau2)
+    f = est.wls(X, w[:, None], Y, int_only)
+    beta = f.beta[0].copy()
+    vb = f.A[0].copy()
+    df = None
+    if test == "knha":
+        s2w = float(inf.knha_scale(Y, V, M, X, np.array([tau2]), int_only)[0])
+        if s2w == 0.0:
+            raise ModelError("the Knapp-Hartung adjustment is undefined: the weighted residuals "
+                             "are all zero (identical effect sizes?); use test 'z'")
+        vb *= s2w
+        df = k - p
+    se = np.sqrt(np.diag(vb))
+    stat, pval, lo, hi = inf.wald(beta, se, test, alpha, df)
+    has_int = _has_intercept(X)
+    btt = [j for j in range(p) if not has_int[j]] if (has_int.any() and p > 1) else list(range(p))
+    bb = beta[btt]
+    qm = float(bb @ np.linalg.solve(vb[np.ix_(btt, btt)], bb))
+    m = len(btt)
+    from scipy import stats
+    if test == "knha":
+        qm /= m
+        qm_p = float(stats.f.sf(qm, m, k - p))
+    else:
+        qm_p = float(stats.chi2.sf(qm, m))
+    qe, qdf, qp, vt = (float(a[0]) for a in inf.heterogeneity(Y, V, M, X, int_only))
+    i2, h2 = (float(a) for a in inf.i2_h2(method, tau2, vt, qe, qdf))
+    se_t2 = None if one else _none(est.se_tau2(method_used, Y, V, X, M, tfit.tau2)[0])
+    if one:
+        t2lo = t2hi = i2lo = i2hi = h2lo = h2hi = None
+    else:
+        lb, ub = inf.q_profile_ci(Y, V, M, X, np.array([tau2]), alpha, int_only)
+        t2lo, t2hi = float(lb[0]), float(ub[0])
+        i2lo, h2lo = (float(a) for a in inf.i2_h2_from_tau2(t2lo, vt))
+        i2hi, h2hi = (float(a) for a in inf.i2_h2_from_tau2(t2hi, vt))
+    crit = float(inf.crit_value(test, alpha, df))
+    pi_lo, pi_hi = inf.prediction_interval(beta, se, tau2, crit)
+    r2 = None
+    if p > 1 and has_int.any():
+        r2 = _pseudo_r2(y, v, X, method, tau2, f, w)
+    return dict(
+        k=k, p=p, method=method, method_used=method_used, converged=converged, test=test,
+        level=lv, alpha=alpha, tau2=tau2, se_tau2=se_t2, beta=beta, vb=vb, se=se, stat=stat,
+        pval=pval, ci_lo=lo, ci_hi=hi, df=df, crit=crit, pi_lo=pi_lo, pi_hi=pi_hi, qm=qm,
+        qm_df=m, qm_df2=(k - p if test == "knha" else None), qm_p=qm_p, btt=btt, qe=qe,
+        qe_df=int(qdf), qe_p=qp, vt=vt, i2=i2, h2=h2, tau2_ci=(t2lo, t2hi),
+        i2_ci=(i2lo, i2hi), h2_ci=(h2lo, h2hi), weights=100 * w / w.sum(), r2=r2,
+        iterations=int(tfit.iterations[0]),
+    )
+
+
+def _pseudo_r2(y, v, X, method, tau2, f, w):
+    """metafor's R^2 (r2def "1"): max(0, 100 (tau2_RE - tau2) / tau2_RE); EE: adjusted R^2 of
+    the weighted least-squares regression (summary(lm(yi ~ X, weights = 1/vi)))."""
+    k, p = X.shape
+    if method == "EE":
+        if np.var(y) == 0:
+            return 0.0
+        fitted = y - f.r[:, 0]
+        mw = np.sum(w * fitted) / w.sum()
+        mss = np.sum(w * (fitted - mw) ** 2)
+        rss = np.sum(w * f.r[:, 0] ** 2)
+        r2 = mss / (mss + rss)
+        return max(0.0, 100 * (1 - (1 - r2) * (k - 1) / (k - p)))
+    re = est._tau2_fit(y[:, None], v[:, None], np.ones((k, 1)), np.ones((k, 1)), method)
+    tau2_re = float(re.tau2[0])
+    if tau2_re == 0.0:
+        return 0.0
+    return max(0.0, 100 * (tau2_re - tau2) / tau2_re)
+
+
+# --------------------------------------------------------------------------------------------
+# random-effects model
+
+
+def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measure="ZCOR"):
+    """Pool effect sizes with a random-effects model (``method="EE"``: equal effects).
+
+    Parameters
+    ----------
+    yi, vi : effect sizes and sampling variances (Fisher z and 1/(n-3) for correlations).
+    method : tau^2 estimator, one of ``options.METHODS`` (default REML, as metafor).
+    test : "z" (normal) or "knha" (Knapp-Hartung, t with k - 1 df).
+    level : confidence level in percent (95) or as a fraction (0.95).
+    labels : study labels (default "Study 1", ...).
+    measure : "ZCOR" (yi are Fisher z; tanh for display) or "generic".
+
+    Returns
+    -------
+    RandomEffectsResult
+
+    Examples
+    --------
+    >>> res = random_effects([0.1, 0.3, 0.35, 0.6], [0.01, 0.02, 0.015, 0.03], method="DL")
+    >>> round(res.estimate, 4), round(res.tau2, 4), res.q_df
+    (0.2906, 0.0149, 3)
+    """
+    _options(method, test, measure)
+    y, v, labels = _vectors(yi, vi, labels)
+    X = np.ones((y.size, 1))
+    r = _fit(y, v, X, [INTERCEPT], method, test, level)
+    return RandomEffectsResult(
+        k=r["k"], method=method, test=r["test"], level=r["level"], measure=measure,
+        estimate=float(r["beta"][0]), se=float(r["se"][0]), stat=float(r["stat"][0]),
+        pvalue=float(r["pval"][0]), ci_lower=float(r["ci_lo"][0]), ci_upper=float(r["ci_hi"][0]),
+        pi_lower=float(r["pi_lo"][0]), pi_upper=float(r["pi_hi"][0]), df=r["df"],
+        tau2=r["tau2"], se_tau2=r["se_tau2"], tau2_ci_lower=r["tau2_ci"][0],
+        tau2_ci_upper=r["tau2_ci"][1], i2=r["i2"], i2_ci_lower=r["i2_ci"][0],
+        i2_ci_upper=r["i2_ci"][1], h2=r["h2"], h2_ci_lower=r["h2_ci"][0],
+        h2_ci_upper=r["h2_ci"][1], q=r["qe"], q_df=r["qe_df"], q_pvalue=r["qe_p"], vt=r["vt"],
+        yi=_ro(y), vi=_ro(v), weights=_ro(r["weights"]), labels=labels,
+        provenance=provenance(method, r["test"], r["k"], y, v, method_used=r["method_used"],
+                              measure=measure, level=r["level"]),
+        converged=r["converged"], method_used=r["method_used"],
+    )
+
+
+def _ro(a):
+    a = np.array(a, dtype=float, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+class BatchResult(NamedTuple):
+    """Arrays of shape (B,) from ``random_effects_batch``."""
+
+    k: np.ndarray
+    estimate: np.ndarray
+    se: np.ndarray
+    stat: np.ndarray
+    pvalue: np.ndarray
+    ci_lower: np.ndarray
+    ci_upper: np.ndarray
+    pi_lower: np.ndarray
+    pi_upper: np.ndarray
+    tau2: np.ndarray
+    q: np.ndarray
+    q_pvalue: np.ndarray
+    i2: np.ndarray
+    h2: np.ndarray
+    converged: np.ndarray
+
+
+def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> BatchResult:
+    """``random_effects`` for every column of ``Y`` (k, B) at once (no tau^2 CIs).
+
+    ``V`` is (k,) or (k, B); ``mask`` (k, B) bool selects the studies of each column's fit
+    (leave-one-out: ``~np.eye(k, dtype=bool)``; cumulative: ``np.tri(k, dtype=bool).T``).
+    Each column gives exactly what ``random_effects`` gives for its studies (columns with
+    one study follow the k = 1 rule without warnings; knha falls back to z there).
+    """
+    _options(method, test)
+    Y, V, X, M, _ = est.as_batch(Y, V, None, mask)
+    lv, alpha = inf.level_alpha(level)
+    kb = M.sum(axis=0)
+    if np.any(kb < 1):
+        raise ModelError("a column of the batch has no studies")
+    tfit = est._tau2_fit(Y, V, X, M, method)
+    tau2 = tfit.tau2
+    w = M / (V + tau2)
+    f = est.wls(X, w, Y, True)
+    beta = f.beta[:, 0]
+    var = f.A[:, 0, 0].copy()
+    df = kb - 1
+    if test == "knha":
+        s2w = inf.knha_scale(Y, V, M, X, tau2, True)
+        s2w = np.where(df > 0, s2w, 1.0)
+        zero = s2w == 0
+        if np.any(zero):
+            raise ModelError("the Knapp-Hartung adjustment is undefined for batch column(s) "
+                             f"{_pos(np.flatnonzero(zero))}: all weighted residuals are zero")
+        var = var * s2w
+    se = np.sqrt(var)
+    from scipy import stats
+    stat = beta / se
+    if test == "knha":
+        dft = np.where(df > 0, df, 1)
+        p_t = 2 * stats.t.sf(np.abs(stat), dft)
+        crit_t = stats.t.isf(alpha / 2, dft)
+        zc = stats.norm.isf(alpha / 2)
+        pval = np.where(df > 0, p_t, 2 * stats.norm.sf(np.abs(stat)))
+        crit = np.where(df > 0, crit_t, zc)
+    else:
+        pval = 2 * stats.norm.sf(np.abs(stat))
+        crit = np.full(beta.shape, stats.norm.isf(alpha / 2))
+    qe, qdf, qp, vt = inf.heterogeneity(Y, V, M, X, True)
+    i2, h2 = inf.i2_h2(method, tau2, vt, qe, qdf)
+    pl, pu = inf.prediction_interval(beta, se, tau2, crit)
+    return BatchResult(kb.astype(int), beta, se, stat, pval, beta - crit * se, beta + crit * se,
+                       pl, pu, tau2, qe, qp, i2, h2, tfit.converged)
+
+
+# --------------------------------------------------------------------------------------------
+# design matrices from formulas
+
+
+def _parse_formula(formula: str):
+    from .errors import OptionError
+
+    if not isinstance(formula, str) or not formula.strip().startswith("~"):
+        raise OptionError(f"formula: {formula!r} must look like '~ a + b'")
+    rhs = formula.strip()[1:].replace("-", " + -").split("+")
+    terms, intercept = [], True
+    for raw in rhs:
+        t = raw.strip()
+        if not t:
+            continue
+        if t in ("-1", "- 1", "-0", "0"):
+            intercept = False
+            continue
+        if t == "1":
+            continue
+        if t.startswith("-"):
+            raise OptionError(f"formula: cannot remove term {t[1:].strip()!r}; only '- 1'")
+        if any(c in t for c in ":*^/|()") and not (t.startswith("factor(") and t.endswith(")")):
+            raise OptionError(f"formula: term {t!r} is not supported; use column names and "
+                              "factor(column) joined by '+'")
+        terms.append(t)
+    if not terms:
+        raise OptionError(f"formula: {formula!r} names no moderator")
+    return terms, intercept
+
+
+def _is_numeric(series) -> bool:
+    import pandas as pd
+
+    return (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+
+
+def design_matrix(data, formula: str):
+    """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` with ``factor()``.
+
+    Numeric columns enter as they are; text, boolean and categorical columns (and
+    ``factor(col)``) become treatment-coded dummies with the first level (sorted; a pandas
+    Categorical keeps its category order) as reference, named ``col`` + level as R does
+    (``instrumentWAI-S``). The intercept ``intrcpt`` comes first unless ``- 1``.
+
+    Returns (X (k, p) float array, names list, keep (k,) bool: rows without missing values).
+    """
+    import pandas as pd
+
+    terms, intercept = _parse_formula(formula)
+    k = len(data)
+    keep = np.ones(k, dtype=bool)
+    cols = []
+    for t in terms:
+        factor = t.startswith("factor(")
+        name = t[7:-1].strip() if factor else t
+        if name not in data.columns:
+            raise DataError(f"formula: no column {name!r} in the data (columns: "
+                            f"{', '.join(map(str, data.columns))})")
+        s = data[name]
+        keep &= ~s.isna().to_numpy()
+        cols.append((t, name, s, factor or not _is_numeric(s)))
+    blocks, names = [], []
+    if intercept:
+        blocks.append(np.ones((k, 1)))
+        names.append(INTERCEPT)
+    first_factor = True
+    for t, name, s, categorical in cols:
+        if not categorical:
+            blocks.append(s.to_numpy(dtype=float, na_value=np.nan)[:, None])
+            names.append(t)
+            continue
+        sk = s[keep]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            levels = [c for c in s.cat.categories if (sk == c).any()]
+        elif pd.api.types.is_bool_dtype(s):
+            levels = [v for v in (False, True) if (sk == v).any()]
+        elif pd.api.types.is_numeric_dtype(s):
+            levels = sorted(pd.unique(sk))
+        else:
+            levels = sorted(pd.unique(sk.astype(str)))
+            s = s.astype(str).where(~s.isna(), None)
+        label = (lambda lv: "TRUE" if lv is True else "FALSE" if lv is False else
+                 (f"{lv:g}" if isinstance(lv, float) else str(lv)))
+        # without an intercept R codes the first factor with all its levels
+        use = levels if (not intercept and first_factor) else levels[1:]
+        first_factor = False
+        for lv in use:
+            blocks.append((s == lv).to_numpy(dtype=float)[:, None])
+            names.append(f"{t}{label(lv)}")
+    X = np.hstack(blocks)
+    X[~keep] = 0.0
+    return X, names, keep
+
+
+# --------------------------------------------------------------------------------------------
+# meta-regression
+
+
+def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, labels=None,
+                    measure="ZCOR", permutations=None, seed=None, exact=False):
+    """Mixed-effects meta-regression ``rma(yi, vi, mods = formula, data = data)``.
+
+    Rows with a missing value in a moderator are omitted with a MetaAllianceWarning (as
+    metafor's na.omit) and counted in ``omitted``. ``permutations=N`` (with ``seed``) adds
+    permutest() p-values for QM and every coefficient; the test is exact (all distinct
+    permutations) when their number is <= N or ``exact=True``.
+    """
+    _options(method, test, measure)
+    y, v, labels = _vectors(yi, vi, labels)
+    if len(data) != y.size:
+        raise DataError(f"data has {len(data)} rows but yi has {y.size} values")
+    X, names, keep = design_matrix(data, formula)
+    omitted = int((~keep).sum())
+    if omitted:
+        warnings.warn(f"{omitted} row(s) with missing moderator values omitted",
+                      MetaAllianceWarning, stacklevel=2)
+        y, v, X = y[keep], v[keep], X[keep]
+        labels = tuple(lb for lb, kp in zip(labels, keep) if kp)
+    return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
+                            seed, exact, formula, omitted)
+
+
+def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level=95,
+                           labels=None, measure="ZCOR", permutations=None, seed=None,
+                           exact=False):
+    """Meta-regression on a ready design matrix ``X`` (include the intercept column yourself)."""
+    _options(method, test, measure)
+    y, v, labels = _vectors(yi, vi, labels)
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.shape[0] != y.size:
+        raise DataError(f"X has {X.shape[0]} rows but yi has {y.size} values")
+    if not np.all(np.isfinite(X)):
+        raise DataError("X has missing or non-finite values")
+    if names is None:
+        names = [INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])]
+    names = list(names)
+    if len(names) != X.shape[1]:
+        raise DataError(f"{len(names)} names for {X.shape[1]} columns of X")
+    return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
+                            seed, exact, None, 0)
+
+
+def _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations, seed,
+                     exact, formula, omitted):
+    if y.size == 0:
+        raise DataError("no studies left after omitting rows with missing moderator values")
+    r = _fit(y, v, X, names, method, test, level)
+    perm = None
+    if permutations is not None:
+        perm = permutation_test(y, v, X, method, r["test"], r["btt"], r["stat"], r["qm"],
+                                permutations, seed, exact)
+    coefs = tuple(
+        Coefficient(name=names[j], estimate=float(r["beta"][j]), se=float(r["se"][j]),
+                    stat=float(r["stat"][j]), pvalue=float(r["pval"][j]),
+                    ci_lower=float(r["ci_lo"][j]), ci_upper=float(r["ci_hi"][j]),
+                    perm_pvalue=(float(perm.pvalues[j]) if perm else None))
+        for j in range(len(names)))
+    return MetaRegressionResult(
+        k=r["k"], method=method, test=r["test"], level=r["level"], measure=measure,
+        formula=formula, coefficients=coefs, vcov=_ro(r["vb"]), df=r["df"], tau2=r["tau2"],
+        se_tau2=r["se_tau2"], tau2_ci_lower=r["tau2_ci"][0], tau2_ci_upper=r["tau2_ci"][1],
+        i2=r["i2"], h2=r["h2"], qm=r["qm"], qm_df=r["qm_df"], qm_df2=r["qm_df2"],
+        qm_pvalue=r["qm_p"], qe=r["qe"], qe_df=r["qe_df"], qe_pvalue=r["qe_p"], r2=r["r2"],
+        yi=_ro(y), vi=_ro(v), X=_ro(X), weights=_ro(r["weights"]), labels=labels,
+        provenance=provenance(method, r["test"], r["k"], y, v, method_used=r["method_used"],
+                              measure=measure, level=r["level"], formula=formula,
+                              names=list(names)),
+        converged=r["converged"], method_used=r["method_used"], omitted=omitted,
+        permutations=(perm.iterations if perm else None),
+        permutation_exact=(perm.exact if perm else None),
+        perm_qm_pvalue=(float(perm.qm_pvalue) if perm else None),
+        seed=(seed if perm else None), qm_coefficients=tuple(names[j] for j in r["btt"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# permutation test (metafor's permutest.rma.uni)
+
+
+class PermutationResult(NamedTuple):
+    pvalues: np.ndarray      # (p,) per coefficient
+    qm_pvalue: float
+    iterations: int          # permutations used (incl. the observed one)
+    exact: bool
+    stat: np.ndarray         # (iterations, p) permuted z/t values (NaN: fit failed, skipped)
+    qm: np.ndarray           # (iterations,) permuted QM
+
+
+def _multiset_permutations(types):
+    """All distinct arrangements of the multiset ``types`` (list of ints), lexicographic."""
+    values, counts = np.unique(types, return_counts=True)
+    counts = list(counts)
+    n = len(types)
+    out = []
+    cur = [0] * n
+
+    def rec(pos):
+        if pos == n:
+            out.append(cur.copy())
+            return
+        for i, c in enumerate(counts):
+            if c:
+                counts[i] -= 1
+                cur[pos] = values[i]
+                rec(pos + 1)
+                counts[i] += 1
+
+    rec(0)
+    return np.array(out, dtype=int)
+
+
+def _exact_count(types) -> float:
+    _, counts = np.unique(types, return_counts=True)
+    lg = math.lgamma(len(types) + 1) - sum(math.lgamma(c + 1) for c in counts)
+    return math.exp(lg)
+
+
+def _batch_stats(Y, V, X, method, test, btt):
+    """z/t values (B,p), QM (B,) and usability (B,) of the model fitted to each column."""
+    k, p = X.shape
+    M = np.ones_like(Y)
+    int_only = est.is_intercept_only(X)
+    tfit = est._tau2_fit(Y, V, X, M, method)
+    w = M / (V + tfit.tau2)
+    f = est.wls(X, w, Y, int_only)
+    vb = f.A.copy()
+    ok = tfit.converged.copy()
+    if test == "knha":
+        s2w = inf.knha_scale(Y, V, M, X, tfit.tau2, int_only)
+        ok &= s2w > 0
+        vb = vb * np.where(s2w > 0, s2w, 1.0)[:, None, None]
+    se = np.sqrt(np.einsum("bii->bi", vb))
+    z = f.beta / se
+    bb = f.beta[:, btt]
+    sub = vb[:, btt][:, :, btt]
+    qm = np.einsum("bi,bi->b", bb, np.linalg.solve(sub, bb[:, :, None])[:, :, 0])
+    if test == "knha":
+        qm = qm / len(btt)
+    return z, qm, ok
+
+
+def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=1000, seed=None,
+                     exact=False) -> PermutationResult:
+    """Permutation p-values of every coefficient's z/t and of QM, as ``permutest.rma.uni``.
+
+    Intercept-only models flip signs of yi; models with moderators permute the rows of X.
+    The test is exact (every distinct permutation once, in which case ``seed`` is irrelevant)
+    when ``exact`` or when the number of distinct permutations is <= ``iterations``; otherwise
+    the observed data plus ``iterations - 1`` random permutations from
+    ``numpy.random.default_rng(seed)``. p = share of permutations with |stat| >= |observed|
+    - COMPTOL (QM >= observed - COMPTOL), over fits that succeeded — metafor's definition, in
+    which the observed data are one of the permutations, so p >= 1/iterations.
+    (metafor draws with R's RNG, so random permutation p-values agree only in distribution.)
+    """
+    from .errors import OptionError
+
+    iterations = int(iterations)
+    if iterations < 2:
+        raise OptionError("permutations: must be >= 2")
+    k, p = X.shape
+    int_only = est.is_intercept_only(X)
+    if int_only:
+        n_exact = 2.0 ** k
+    else:
+        _, types = np.unique(X, axis=0, return_inverse=True)
+        types = np.asarray(types).ravel()
+        n_exact = _exact_count(types)
+    use_exact = bool(exact) or n_exact <= iterations
+    if use_exact and n_exact > 1e6:
+        raise ModelError(f"an exact permutation test needs {n_exact:.3g} fits; too many")
+    rng = np.random.default_rng(seed)
+    if int_only:
+        if use_exact:
+            S = np.array(list(product((1.0, -1.0), repeat=k)), dtype=float).T   # (k, 2^k)
+        else:
+            S = rng.choice(np.array([-1.0, 1.0]), size=(k, iterations))
+            S[:, 0] = 1.0
+        cols = [(y[:, None] * S[:, i:i + PERM_CHUNK], np.broadcast_to(v[:, None], (k, S[:, i:i + PERM_CHUNK].shape[1])))
+                for i in range(0, S.shape[1], PERM_CHUNK)]
+        n = S.shape[1]
+    else:
+        if use_exact:
+            arr = _multiset_permutations(types)           # (n, k): type at each position
+            # attach (y, v) at position i to an X row of type arr[i] (rows of a type are
+            # interchangeable, so fitting with X fixed gives metafor's X[perm, ] fit)
+            order = np.argsort(types, kind="stable")      # X rows grouped by type
+            idx = np.empty_like(arr)
+            for r_, a in enumerate(arr):
+                pos = np.argsort(a, kind="stable")        # positions grouped by type
+                idx[r_, order] = pos
+        else:
+            idx = np.empty((iterations, k), dtype=int)
+            idx[0] = np.arange(k)
+            for r_ in range(1, iterations):
+                s = rng.permutation(k)                    # X_perm[i] = X[s[i]]
+                inv = np.empty(k, dtype=int)
+                inv[s] = np.arange(k)                     # X row j gets (y, v)[inv[j]]
+                idx[r_] = inv
+        n = idx.shape[0]
+        cols = [(y[idx[i:i + PERM_CHUNK]].T, v[idx[i:i + PERM_CHUNK]].T)
+                for i in range(0, n, PERM_CHUNK)]
+    zs, qms, oks = [], [], []
+    for Yb, Vb in cols:
+        z, qm, ok = _batch_stats(np.ascontiguousarray(Yb), np.ascontiguousarray(Vb), X, method,
+                                 test, btt)
+        zs.append(z)
+        qms.append(qm)
+        oks.append(ok)
+    z = np.vstack(zs)
+    qm = np.concatenate(qms)
+    ok = np.concatenate(oks)
+    if not use_exact:
+        z[0] = stat_obs
+        qm[0] = qm_obs
+        ok[0] = True
+    z = np.where(ok[:, None], z, np.nan)
+    qm = np.where(ok, qm, np.nan)
+    good = ok.sum()
+    pvals = np.minimum(1.0, (np.abs(z[ok]) >= np.abs(stat_obs) - COMPTOL).sum(axis=0) / good)
+    qm_p = float((qm[ok] >= qm_obs - COMPTOL).sum() / good)
+    return PermutationResult(pvals, qm_p, int(n), use_exact, z, qm)
+
+
+# --------------------------------------------------------------------------------------------
+# subgroups
+
+
+def _levels(groups):
+    import pandas as pd
+
+    s = pd.Series(groups)
+    if s.isna().any():
+        raise DataError(f"groups has {int(s.isna().sum())} missing value(s)")
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        levels = [c for c in s.cat.categories if (s == c).any()]
+    elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        levels = sorted(pd.unique(s))
+    else:
+        s = s.astype(str)
+        levels = sorted(pd.unique(s))
+    return s.to_numpy(), levels
+
+
+def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="separate",
+              labels=None, measure="ZCOR", by="group"):
+    """Pooled estimate per subgroup and a test of subgroup differences.
+
+    tau2_model "separate": a random-effects model per subgroup (own tau^2); Q-between is the
+    Q of an equal-effects model of the subgroup estimates with variances se^2 (what the
+    metafor documentation does: ``rma(estimate, sei = se, mods = ~ group, method = "EE")``,
+    whose QM equals that Q), chi^2 with G - 1 df.
+    tau2_model "pooled": one model ``rma(yi, vi, mods = ~ group)`` with a common tau^2;
+    Q-between is its QM (chi^2(G - 1), or F(G - 1, k - G) under knha); subgroup estimates
+    and their CIs come from the equivalent ``mods = ~ group - 1`` parametrisation.
+    """
+    _options(method, test, measure)
+    check_option("tau2_model", tau2_model, TAU2_MODELS)
+    y, v, labels = _vectors(yi, vi, labels)
+    g, levels = _levels(groups)
+    if len(g) != y.size:
+        raise DataError(f"groups has {len(g)} values but yi has {y.size}")
+    if len(levels) < 2:
+        raise ModelError(f"subgroups: {by!r} has {len(levels)} level(s); need at least 2")
+    from scipy import stats
+    rows, models = [], {}
+    if tau2_model == "separate":
+        for lv in levels:
+            sel = g == lv
+            if test == "knha" and sel.sum() < 2:
+                raise ModelError(f"subgroup {by} = {lv!s} has k = 1: the Knapp-Hartung test "
+                                 "needs k >= 2 in every subgroup")
+            res = random_effects(y[sel], v[sel], method, test, level,
+                                 [lb for lb, s_ in zip(labels, sel) if s_], measure)
+            models[str(lv)] = res
+            rows.append(SubgroupEstimate(str(lv), res.k, res.estimate, res.se, res.stat,
+                                         res.pvalue, res.ci_lower, res.ci_upper, res.pi_lower,
+                                         res.pi_upper, res.tau2, res.i2, res.q))
+        est_g = np.array([r_.estimate for r_ in rows])
+        var_g = np.array([r_.se ** 2 for r_ in rows])
+        wg = 1 / var_g
+        qb = float(np.sum(wg * (est_g - np.sum(wg * est_g) / wg.sum()) ** 2))
+        qb_df, qb_df2 = len(levels) - 1, None
+        qb_p = float(stats.chi2.sf(qb, qb_df))
+    else:
+        G = len(levels)
+        D = np.column_stack([(g == lv).astype(float) for lv in levels])
+        names = [f"{by}{lv}" for lv in levels]
+        # the ~ group - 1 parametrisation: one coefficient per subgroup
+        r0 = _fit(y, v, D, names, method, test, level)
+        Xi = np.column_stack([np.ones(y.size), D[:, 1:]])
+        reg = _meta_regression(y, v, Xi, [INTERCEPT] + names[1:], method, test, level, labels,
+                               measure, None, None, False, f"~ {by}", 0)
+        models["pooled"] = reg
+        for j, lv in enumerate(levels):
+            kj = int(D[:, j].sum())
+            rows.append(SubgroupEstimate(str(lv), kj, float(r0["beta"][j]), float(r0["se"][j]),
+                                         float(r0["stat"][j]), float(r0["pval"][j]),
+                                         float(r0["ci_lo"][j]), float(r0["ci_hi"][j]),
+                                         float(r0["pi_lo"][j]), float(r0["pi_hi"][j]),
+                                         r0["tau2"]))
+        qb, qb_df, qb_p = reg.qm, G - 1, reg.qm_pvalue
+        qb_df2 = reg.qm_df2
+    return SubgroupResult(
+        by=by, tau2_model=tau2_model, method=method, test=test,
+        level=inf.level_alpha(level)[0], measure=measure, subgroups=tuple(rows), q_between=qb,
+        q_between_df=qb_df, q_between_df2=qb_df2, q_between_pvalue=qb_p, k=int(y.size),
+        models=models,
+        provenance=provenance(method, test, y.size, y, v, tau2_model=tau2_model, by=by),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def three_level(*args, **kwargs):
+    """Three-level model (finding within cluster); implemented in ``multilevel``."""
+    from .multilevel import three_level as _three_level
+
+    return _three_level(*args, **kwargs)
