@@ -38,24 +38,25 @@ Examples
 ...                   ["a", "a", "b", "b", "c", "c"])
 >>> fit.k, fit.n_clusters
 (6, 3)
->>> round(fit.estimate, 6)
-0.305291
+>>> round(fit.estimate, 6), round(fit.sigma2[1], 6)    # metafor: 0.3030831, 0, 0.0134929
+(0.303083, 0.013493)
+>>> fit.sigma2[0]
+0.0
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import platform
 import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from . import __version__
 from .errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from .options import check_option
+from .results import Coefficient, versions as _versions
 
 __all__ = [
     "THREE_LEVEL_METHODS", "THREE_LEVEL_TESTS", "MEASURES", "DEFAULT_RHO",
@@ -187,13 +188,6 @@ def _data_hash(yi, vi, labels) -> str:
     h.update(np.ascontiguousarray(vi, dtype="<f8").tobytes())
     h.update("\x1f".join(map(str, labels)).encode("utf-8"))
     return h.hexdigest()
-
-
-def _versions() -> dict:
-    import scipy
-
-    return {"metaalliance": __version__, "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__}
 
 
 # ============================================================================ block algebra
@@ -415,20 +409,9 @@ def _fit_components(b: _Blocks, reml: bool, free, who: str):
 # ================================================================================ results
 
 
-class Coefficient(NamedTuple):
-    """One fixed effect of a model (z scale)."""
-    name: str
-    estimate: float
-    se: float
-    stat: float
-    pvalue: float
-    ci_lower: float
-    ci_upper: float
-
-
 def _readonly(a) -> np.ndarray:
     a = np.array(a, dtype=float, copy=True)
-    a.flags.writeable = False
+    a.setflags(write=False)
     return a
 
 
@@ -440,7 +423,7 @@ def _fmt_p(p) -> str:
     return "<.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ThreeLevelResult:
     """A fitted three-level model (findings within clusters), as metafor's ``rma.mv``.
 
@@ -749,7 +732,7 @@ def _random_effects_reml(yi, vi, X):
 # ================================================================================== robust
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RobustResult:
     """Cluster-robust tests of a fitted model, as metafor's ``robust()``.
 
@@ -1004,7 +987,7 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
 # =============================================================================== aggregate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AggregateResult:
     """One composite effect per cluster (clusters in order of first appearance, as metafor).
 
