@@ -34,7 +34,8 @@ from .options import METHODS, TESTS, check_option
 
 __all__ = [
     "LeaveOneOutResult", "InfluenceResult", "BaujatResult", "CumulativeResult", "GoshResult",
-    "leave_one_out", "influence", "baujat", "cumulative", "gosh",
+    "SensitivityResult", "leave_one_out", "influence", "baujat", "cumulative", "gosh",
+    "run_all",
 ]
 
 #: cells (studies x refits) per block of a batched refit; bounds memory at a few tens of MB
@@ -82,7 +83,10 @@ def _fit_columns(Y, V, M, method, test, level):
     """
     from . import models
 
-    b = models.random_effects_batch(Y, V, method=method, test=test, level=level, mask=M)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # the engine's Knapp-Hartung factor divides 0 / 0 in single-study columns (which then
+        # use the z test, as metafor); keep numpy quiet about it
+        b = models.random_effects_batch(Y, V, method=method, test=test, level=level, mask=M)
     out = {key: np.asarray(getattr(b, key)) for key in b._fields}
     vb = out["se"] ** 2
     if test == "knha":
@@ -221,9 +225,13 @@ def leave_one_out(fit, progress: Progress = None) -> LeaveOneOutResult:
     >>> fit = models.random_effects([0.1, 0.3, 0.35, 0.6], [0.01, 0.02, 0.015, 0.03], method="DL")
     >>> l1o = leave_one_out(fit)
     >>> [round(float(x), 4) for x in l1o.estimate]
-    [0.3884, 0.2711, 0.2638, 0.2387]
+    [0.3889, 0.323, 0.306, 0.2323]
     """
-    yi, vi, method, test, level, labels, res = _leave_one_out_fits(fit, progress)
+    return _leave_one_out(_leave_one_out_fits(fit, progress))
+
+
+def _leave_one_out(parts) -> LeaveOneOutResult:
+    yi, vi, method, test, level, labels, res = parts
     cols = {c: res[c] for c in _FIT_COLUMNS}
     _check_finite("leave-one-out", cols, labels)
     return LeaveOneOutResult(labels=tuple(labels), method=method, test=test, level=level, **cols)
@@ -277,9 +285,13 @@ def influence(fit, progress: Progress = None) -> InfluenceResult:
     tau^2 are recomputed from ``fit.yi``/``fit.vi`` so that every quantity comes from one
     code path.
     """
+    return _influence(_leave_one_out_fits(fit, progress))
+
+
+def _influence(parts) -> InfluenceResult:
     from scipy import stats
 
-    yi, vi, method, test, level, labels, dl = _leave_one_out_fits(fit, progress)
+    yi, vi, method, test, level, labels, dl = parts
     k = len(yi)
     full = _full_fit(yi, vi, method, test, level)
     mu, vb, tau2 = full["estimate"], full["vb"], full["tau2"]
@@ -327,7 +339,11 @@ class BaujatResult(_Table):
 
 def baujat(fit, progress: Progress = None) -> BaujatResult:
     """Coordinates of the Baujat plot, as metafor's ``baujat()`` returns them."""
-    yi, vi, method, test, level, labels, dl = _leave_one_out_fits(fit, progress)
+    return _baujat(_leave_one_out_fits(fit, progress))
+
+
+def _baujat(parts) -> BaujatResult:
+    yi, vi, method, test, level, labels, dl = parts
     full = _full_fit(yi, vi, method, test, level)
     x = (yi - full["estimate"]) ** 2 / (full["tau2"] + vi)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -428,6 +444,7 @@ class GoshResult:
     exact: bool
     seed: Optional[int]
     method: str
+    measure: str = "generic"
     fit_estimate: float = field(default=float("nan"))
     fit_i2: float = field(default=float("nan"))
 
@@ -529,4 +546,64 @@ def gosh(fit, subsets: Optional[int] = None, seed: Optional[int] = None,
     return GoshResult(labels=tuple(labels), incl=incl, k=res["k"], q=res["q"], i2=res["i2"],
                       h2=res["h2"], tau2=res["tau2"], estimate=res["estimate"],
                       exact=bool(exact), seed=None if exact else seed, method=method,
+                      measure=str(getattr(fit, "measure", "generic")),
                       fit_estimate=float(full["estimate"]), fit_i2=float(full["i2"]))
+
+
+# --------------------------------------------------------------------------------------------
+# everything at once
+
+
+@dataclass(frozen=True, eq=False)
+class SensitivityResult:
+    """All sensitivity analyses of one fit (the ``metaalliance sensitivity`` command)."""
+
+    leave_one_out: LeaveOneOutResult
+    influence: InfluenceResult
+    baujat: BaujatResult
+    cumulative: CumulativeResult
+    gosh: Optional[GoshResult]
+    k: int
+    method: str
+    test: str
+
+    def to_dict(self) -> dict:
+        """The ``sensitivity --json`` form of ARCHITECTURE.md (plus Baujat coordinates, and
+        the GOSH summary when GOSH was run)."""
+        cu = self.cumulative
+        out = {"k": self.k, "method": self.method, "test": self.test,
+               "leave_one_out": self.leave_one_out.to_records(),
+               "influence": self.influence.to_records(),
+               "baujat": self.baujat.to_records(),
+               "cumulative": cu.to_records(),
+               "cumulative_order": cu.order_by}
+        if self.gosh is not None:
+            out["gosh"] = self.gosh.summary_dict()
+        return out
+
+
+def run_all(fit, order: Optional[Sequence] = None, order_by: Optional[str] = None,
+            decreasing: bool = False, gosh_subsets: Optional[int] = None,
+            seed: Optional[int] = None, progress: Progress = None) -> SensitivityResult:
+    """Leave-one-out, influence, Baujat, cumulative (in ``order``) and, when ``gosh_subsets``
+    is given, GOSH, sharing the leave-one-out refits. ``progress(done, total)`` counts refits."""
+    yi = np.asarray(fit.yi)
+    k = yi.size
+    n_gosh = 0
+    if gosh_subsets is not None:
+        n_gosh = int(min(2.0**k - 1, max(int(round(gosh_subsets)), 0)))
+    total = 2 * k + n_gosh
+
+    def sub(offset):
+        if progress is None:
+            return None
+        return lambda done, _tot: progress(offset + done, total)
+
+    parts = _leave_one_out_fits(fit, sub(0))
+    cu = cumulative(fit, order=order, decreasing=decreasing, order_by=order_by, progress=sub(k))
+    g = None
+    if gosh_subsets is not None:
+        g = gosh(fit, subsets=gosh_subsets, seed=seed, progress=sub(2 * k))
+    return SensitivityResult(leave_one_out=_leave_one_out(parts), influence=_influence(parts),
+                             baujat=_baujat(parts), cumulative=cu, gosh=g, k=int(k),
+                             method=parts[2], test=parts[3])
