@@ -850,6 +850,7 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
             cluster = list(fit.cluster)
         lvl = fit.level if level is None else level
         meas = fit.measure
+        beta = np.array([c.estimate for c in fit.coefficients])   # clubSandwich: coef(res)
     elif all(hasattr(fit, a) for a in ("yi", "vi", "tau2")):
         mname = "random_effects"
         yi = np.asarray(fit.yi, dtype=float)
@@ -861,6 +862,8 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
         model_codes = np.arange(len(yi))
         lvl = getattr(fit, "level", 95) if level is None else level
         meas = getattr(fit, "measure", "ZCOR")
+        est = getattr(fit, "estimate", None)
+        beta = np.array([float(est)]) if X.shape[1] == 1 and est is not None else None
     else:
         raise DataError(f"{who}: fit must be a ThreeLevelResult, a random-effects result "
                         "(with yi, vi and tau2) or a pair (yi, vi)")
@@ -885,7 +888,7 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
     if n < 2:
         raise ModelError(f"{who}: needs at least 2 clusters (got {n})")
     return _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, clubSandwich,
-                           lv, alpha, mname, meas)
+                           lv, alpha, mname, meas, beta=beta)
 
 
 class _UniFit(NamedTuple):
@@ -897,7 +900,7 @@ class _UniFit(NamedTuple):
 
 
 def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, alpha,
-                    mname, measure):
+                    mname, measure, beta=None):
     from scipy import stats
 
     k, p = X.shape
@@ -920,7 +923,8 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
         blocks.append((idx, Vj, Lj, Wj, Xj))
     M = np.linalg.inv(XtWX)
     M = 0.5 * (M + M.T)
-    beta = M @ sum(Xj.T @ Wj @ yi[idx] for idx, _, _, Wj, Xj in blocks)
+    if beta is None:
+        beta = M @ sum(Xj.T @ Wj @ yi[idx] for idx, _, _, Wj, Xj in blocks)
     resid = yi - X @ beta
     comps = []
     E_list = []
@@ -963,7 +967,10 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
         vcov = vcov * n / (n - p)
         dfs = np.full(p, float(n - p))
         vtype, dmethod = "CR1", "n - p"
-    se = np.sqrt(np.diag(vcov))
+    se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
+    if not (np.all(se > 0) and np.all(np.isfinite(dfs)) and np.all(dfs > 0)):
+        raise ModelError("robust: the cluster-robust variance is 0 (the residuals are 0 in "
+                         "every cluster), so no robust test is possible")
     tval = beta / se
     pval = 2.0 * stats.t.sf(np.abs(tval), dfs)
     crit = stats.t.isf(alpha / 2, dfs)
@@ -1038,7 +1045,6 @@ def aggregate(yi, vi, cluster, rho=DEFAULT_RHO, weighted: bool = True) -> Aggreg
             raise DataError(f"{who}: rho = {r:g} makes the sampling covariance matrix of "
                             f"cluster {uniq[c]!r} singular or not positive definite "
                             f"(with {m} findings it needs {-1.0 / (m - 1):g} < rho < 1)")
-    r = rho_arr[codes]
     sd = np.sqrt(vi)
     if weighted:
         # V_c^-1 = D R^-1 D with D = diag(1/sd), R^-1 = (I - c 11') / (1 - rho),
@@ -1053,14 +1059,14 @@ def aggregate(yi, vi, cluster, rho=DEFAULT_RHO, weighted: bool = True) -> Aggreg
         cc = rr / (1.0 + (nk - 1) * rr)
         sum_w = (s2 - cc * s1 * s1) / (1.0 - rr)
         sum_wy = (sy2 - cc * s1 * sy1) / (1.0 - rr)
-        y_agg = sum_wy / sum_w
-        v_agg = 1.0 / sum_w
+        first = np.unique(codes, return_index=True)[1]        # singletons pass through
+        y_agg = np.where(single, yi[first], sum_wy / sum_w)
+        v_agg = np.where(single, vi[first], 1.0 / sum_w)
     else:
         ssum = np.bincount(codes, sd, n_cl)
         vsum = np.bincount(codes, vi, n_cl)
         y_agg = np.bincount(codes, yi, n_cl) / nk
         v_agg = (vsum + rho_arr * (ssum * ssum - vsum)) / nk ** 2
-    del r
     prov = {"function": "metaalliance.multilevel.aggregate",
             "metafor_call": 'aggregate(escalc, cluster = cluster, struct = "CS", rho = rho'
                             + (")" if weighted else ", weighted = FALSE)"),
