@@ -476,10 +476,23 @@ class ThreeLevelResult:
     optimizer: str
     iterations: int
     provenance: dict = field(repr=False)
+    omitted: int = 0               # rows dropped by the caller (CLI) before fitting
 
     @property
     def p(self) -> int:
         return len(self.coefficients)
+
+    @property
+    def stat_name(self) -> str:
+        return self.test
+
+    def back_transformed(self) -> dict[str, float]:
+        """tanh of estimate, CI and PI (display scale r; only meaningful for measure ZCOR)."""
+        return {key: math.tanh(getattr(self, key))
+                for key in ("estimate", "ci_lower", "ci_upper", "pi_lower", "pi_upper")}
+
+    def __str__(self) -> str:
+        return self.summary()
 
     # ----------------------------------------------------------------------------- output
     def to_dict(self) -> dict:
@@ -489,7 +502,7 @@ class ThreeLevelResult:
             "k": self.k, "n_clusters": self.n_clusters, "estimate": self.estimate,
             "se": self.se, "ci_lower": self.ci_lower, "ci_upper": self.ci_upper,
             "sigma2": list(self.sigma2), "loglik": self.loglik, "q": self.q,
-            "measure": self.measure, "method": self.method, "test": self.test,
+            "omitted": self.omitted, "measure": self.measure, "method": self.method, "test": self.test,
             "pvalue": self.pvalue, "pi_lower": self.pi_lower, "pi_upper": self.pi_upper,
             "q_df": self.q_df, "q_pvalue": self.q_pvalue, "i2": self.i2,
             "i2_levels": list(self.i2_levels), "converged": self.converged,
@@ -504,14 +517,13 @@ class ThreeLevelResult:
             d["qm_df"] = list(self.qm_df)
             d["qm_pvalue"] = self.qm_pvalue
         if self.measure == "ZCOR":
-            d["back_transformed"] = {
-                key: math.tanh(getattr(self, key))
-                for key in ("estimate", "ci_lower", "ci_upper", "pi_lower", "pi_upper")}
+            d["back_transformed"] = self.back_transformed()
         return d
 
-    def to_frame(self, scale: str = "r"):
-        """Per-finding table: label, cluster, effect and its CI (r or z), metafor's weights
-        (``weights(res)``, diagonal, percent) and row-sum weights (percent)."""
+    def to_frame(self, scale: str = "z"):
+        """Per-finding table: label, cluster, effect and its normal CI (as metafor's forest; on
+        z: yi, vi, se, ci; on r: tanh of them), metafor's weights (``weights(res)``, the
+        diagonal of V^-1, percent) and row-sum weights (``type = "rowsum"``, percent)."""
         import pandas as pd
         from scipy import stats
 
@@ -521,14 +533,15 @@ class ThreeLevelResult:
                               f"{self.measure!r}); use scale='z'")
         _, alpha = _level_alpha(self.level)
         crit = stats.norm.isf(alpha / 2)
-        half = crit * np.sqrt(self.vi)
-        lo, hi, y = self.yi - half, self.yi + half, self.yi
-        name = "yi"
-        if scale == "r":
-            lo, hi, y, name = np.tanh(lo), np.tanh(hi), np.tanh(y), "r"
-        return pd.DataFrame({"label": list(self.labels), "cluster": list(self.cluster),
-                             name: y, "ci_lower": lo, "ci_upper": hi,
-                             "weight": self.weights, "weight_rowsum": self.weights_rowsum})
+        se = np.sqrt(self.vi)
+        lo, hi = self.yi - crit * se, self.yi + crit * se
+        head = {"label": list(self.labels), "cluster": list(self.cluster)}
+        tail = {"weight": self.weights, "weight_rowsum": self.weights_rowsum}
+        if scale == "z":
+            return pd.DataFrame({**head, "yi": self.yi, "vi": self.vi, "se": se,
+                                 "ci_lower": lo, "ci_upper": hi, **tail})
+        return pd.DataFrame({**head, "r": np.tanh(self.yi), "ci_lower": np.tanh(lo),
+                             "ci_upper": np.tanh(hi), **tail})
 
     def summary(self) -> str:
         """A metafor-like printout (rounded for reading; the attributes keep full precision)."""
@@ -719,14 +732,6 @@ def _assemble(b, theta, ev, reml, method, test, lv, alpha, Xd, names, intercept,
         converged=bool(converged), optimizer=optimizer, iterations=int(iters),
         provenance=provenance,
     )
-
-
-def _random_effects_reml(yi, vi, X):
-    """tau^2 of rma.uni(method = "REML") via the same engine (sigma2 between fixed at 0)."""
-    k = len(yi)
-    b = _Blocks(yi, vi, X, np.arange(k))
-    theta, ev, conv, _, _ = _fit_components(b, True, np.array([False, True]), "robust")
-    return float(theta[1])
 
 
 # ================================================================================== robust

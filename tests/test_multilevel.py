@@ -199,6 +199,7 @@ def test_to_dict_contract_and_json():
                 "loglik", "q"):
         assert key in d
     assert d["k"] == 6 and d["n_clusters"] == 3 and len(d["sigma2"]) == 2
+    assert d["omitted"] == 0 and dataclasses.replace(fit, omitted=2).to_dict()["omitted"] == 2
     assert d["back_transformed"]["estimate"] == math.tanh(fit.estimate)
     assert d["back_transformed"]["pi_upper"] == math.tanh(fit.pi_upper)
     json.dumps(d)
@@ -214,7 +215,9 @@ def test_to_frame_scales():
     assert fr["r"].tolist() == pytest.approx(np.tanh(HAND_Y).tolist(), rel=1e-15)
     # 95% CI of a finding on z: yi +- 1.959964 sqrt(vi), then tanh
     assert fr["ci_lower"][0] == pytest.approx(math.tanh(0.1 - 1.959963984540054 * 0.1), rel=1e-12)
-    fz = fit.to_frame(scale="z")
+    fz = fit.to_frame()
+    assert list(fz.columns) == ["label", "cluster", "yi", "vi", "se", "ci_lower", "ci_upper",
+                                "weight", "weight_rowsum"]
     assert fz["yi"].tolist() == HAND_Y and fz["label"].tolist() == list("uvwxyz")
     with pytest.raises(OptionError, match=r"^scale: 'x' is not one of r, z$"):
         fit.to_frame("x")
