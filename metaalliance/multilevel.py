@@ -834,12 +834,10 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
         check_option("method", method, THREE_LEVEL_METHODS)
         yi, vi = fit
         if model == "three_level":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MetaAllianceWarning)
-                fit = three_level(yi, vi, cluster, method=method,
-                                  measure=measure or "ZCOR", level=level or 95)
+            fit = three_level(yi, vi, cluster, method=method, measure=measure or "ZCOR",
+                              level=level or 95)
         else:
-            yi, vi, labels, codes, _ = _validate(yi, vi, cluster, who)
+            yi, vi, _, _, _ = _validate(yi, vi, cluster, who)
             X = np.ones((len(yi), 1))
             b = _Blocks(yi, vi, X, np.arange(len(yi)))
             theta, _, _, _, _ = _fit_components(b, method == "REML",
@@ -878,7 +876,7 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
     lv, alpha = _level_alpha(lvl)
     if cluster is None:
         raise DataError(f"{who}: cluster is required for a random-effects fit")
-    yi, vi, labels, rcodes, _ = _validate(yi, vi, cluster, who)
+    yi, vi, _, rcodes, _ = _validate(yi, vi, cluster, who)
     k, p = X.shape
     n = int(rcodes.max()) + 1
     # the model's clusters must be nested within the robust clusters (clubSandwich's check)
@@ -890,8 +888,6 @@ def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
     if n - p <= 0:
         raise ModelError(f"{who}: the number of clusters ({n}) must be larger than the "
                          f"number of fixed effects ({p})")
-    if n < 2:
-        raise ModelError(f"{who}: needs at least 2 clusters (got {n})")
     return _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, clubSandwich,
                            lv, alpha, mname, meas, beta=beta)
 
