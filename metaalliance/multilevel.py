@@ -476,7 +476,6 @@ class ThreeLevelResult:
     optimizer: str
     iterations: int
     provenance: dict = field(repr=False)
-    omitted: int = 0               # rows dropped by the caller (CLI) before fitting
 
     @property
     def p(self) -> int:
@@ -502,7 +501,7 @@ class ThreeLevelResult:
             "k": self.k, "n_clusters": self.n_clusters, "estimate": self.estimate,
             "se": self.se, "ci_lower": self.ci_lower, "ci_upper": self.ci_upper,
             "sigma2": list(self.sigma2), "loglik": self.loglik, "q": self.q,
-            "omitted": self.omitted, "measure": self.measure, "method": self.method, "test": self.test,
+            "measure": self.measure, "method": self.method, "test": self.test,
             "pvalue": self.pvalue, "pi_lower": self.pi_lower, "pi_upper": self.pi_upper,
             "q_df": self.q_df, "q_pvalue": self.q_pvalue, "i2": self.i2,
             "i2_levels": list(self.i2_levels), "converged": self.converged,
