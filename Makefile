@@ -26,7 +26,7 @@ bench: $(STAMP)
 
 # Regenerate tests/reference/*.json (needs Rscript with metafor, metadat, jsonlite, clubSandwich)
 reference:
-	cd tests/reference && Rscript make_reference.R
+	Rscript tests/reference/make_reference.R
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
