@@ -34,9 +34,13 @@ EB: metafor's EB iteration ``tau2 += (Q * k / (k - p) - k) / sum(w)`` has the fi
 ``Q(tau2) = k - p`` (truncated at 0), the same equation PM solves; we solve it with the same
 safeguarded Newton root finder, which gives metafor's EB value to full precision.
 
-Non-convergence (ML/REML only; the root finder always converges on its bracket): the column
-falls back to DL and is flagged (``Tau2Fit.converged = False``); single fits warn with
-``MetaAllianceWarning`` (see ``models``).
+Non-convergence (ML/REML only). Plain Fisher scoring (metafor's algorithm, from metafor's
+start) can oscillate and diverge when observed and expected information differ a lot; metafor
+then stops with "Fisher scoring algorithm did not converge". We then restart with safeguarded
+Fisher scoring on a bracket of the score (bisection when a step leaves the bracket), which
+always converges to the likelihood maximum; ``Tau2Fit.safeguarded`` flags those columns. Only
+if that too fails does the column fall back to DL (``Tau2Fit.converged = False``; single fits
+warn with ``MetaAllianceWarning``, see ``models``).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class Tau2Fit(NamedTuple):
     converged: np.ndarray        # bool: False -> the value is the DL fallback
     iterations: np.ndarray       # int
     reset_to_zero: np.ndarray    # bool: metafor's ll0check set tau2 to 0 (ML/REML)
+    safeguarded: np.ndarray      # bool: plain Fisher scoring failed; the bracketed version found
+                                 # the optimum (where metafor stops with "did not converge")
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +344,71 @@ def _fisher_scoring(method, Yc, V, M, X, int_only, start, scale):
     return tau2, converged, iters
 
 
+def _score(method, y, v, m, X, int_only, t):
+    """ML/REML score S (times 2) and its derivative dS/dtau2 per column.
+
+    REML: S = y'PPy - tr(P), dS = tr(PP) - 2 y'PPPy; ML: S = y'PPy - sum(w),
+    dS = sum(w^2) - 2 y'PPPy (y'PPPy = u'Pu with u = Py).
+    """
+    w = m / (v + t)
+    f = wls(X, w, y, int_only)
+    u = w * f.r                                            # P y
+    g = X.T @ (w * u)                                      # X'W u, (p, B)
+    uPu = (w * u * u).sum(axis=0) - np.einsum("ib,bij,jb->b", g, f.A, g)
+    if method == "ML":
+        return (u * u).sum(axis=0) - f.sw, (w * w).sum(axis=0) - 2 * uPu
+    return (u * u).sum(axis=0) - trace_P(f, w), trace_PP(f, X, w, int_only) - 2 * uPu
+
+
+def _score_root(method, Yc, V, M, X, int_only, scale):
+    """Safeguarded Newton: the root of the ML/REML score on a bracket [lo, hi].
+
+    Used for columns where metafor's plain Fisher scoring oscillates or diverges (possible
+    when observed and expected information differ a lot, e.g. near-saturated designs). Newton
+    steps use the observed information; a step that leaves the bracket (or a non-concave
+    point) is replaced by bisection, so it always converges to a stationary point where the
+    score changes sign from + to - (a maximum); 0 if the score at 0 is <= 0 (the boundary
+    maximum metafor's step halving converges to).
+    """
+    B = Yc.shape[1]
+    out = np.zeros(B)
+    ok = np.ones(B, dtype=bool)
+    s0, _ = _score(method, Yc, V, M, X, int_only, np.zeros(B))
+    act = np.flatnonzero(s0 > 0)
+    if act.size == 0:
+        return out, ok
+    y, v, m = Yc[:, act], V[:, act], M[:, act]
+    lo = np.zeros(act.size)
+    hi = np.maximum(scale[act], (m * y * y).sum(axis=0) / m.sum(axis=0))
+    for _ in range(2000):
+        sh, _ = _score(method, y, v, m, X, int_only, hi)
+        bad = sh > 0
+        if not np.any(bad):
+            break
+        lo = np.where(bad, hi, lo)
+        hi = np.where(bad, 2 * hi, hi)
+    t = 0.5 * (lo + hi)
+    idx = np.arange(act.size)
+    for _ in range(MAXITER):
+        if idx.size == 0:
+            break
+        sc, dsc = _score(method, y[:, idx], v[:, idx], m[:, idx], X, int_only, t[idx])
+        lo[idx] = np.where(sc > 0, t[idx], lo[idx])
+        hi[idx] = np.where(sc <= 0, t[idx], hi[idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = t[idx] - sc / dsc
+        bis = ~np.isfinite(new) | (dsc >= 0) | (new <= lo[idx]) | (new >= hi[idx])
+        new = np.where(bis, 0.5 * (lo[idx] + hi[idx]), new)
+        change = np.abs(new - t[idx])
+        t[idx] = new
+        tol = CONV_TOL * (new + scale[act[idx]])
+        done = (change <= tol) | (hi[idx] - lo[idx] <= tol) | (sc == 0)
+        idx = idx[~done]
+    ok[act[idx]] = False
+    out[act] = t
+    return out, ok
+
+
 def loglik(method, Y, V, M, X, tau2, int_only=None):
     """ML or REML log-likelihood per column at tau2 (metafor's ll.ML / ll.REML, REMLf = TRUE
     except the log|X'X| constant, which is left out as in metafor's ll0check)."""
@@ -439,7 +510,7 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
     it0 = np.zeros(B, dtype=int)
     reset = np.zeros(B, dtype=bool)
     if method == "EE":
-        return Tau2Fit(zeros, ok, it0, reset)
+        return Tau2Fit(zeros, ok, it0, reset, reset)
     if np.any(kb <= p):
         if p == 1 and np.all(kb >= 1):
             # metafor's k = 1 rule: tau2 fixed at 0 where only one study is in the fit
@@ -457,19 +528,26 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
         tau2 = zeros.copy()
         conv = ok.copy()
         iters = it0.copy()
+        safe = reset.copy()
         if res is not None:
-            tau2[~one], conv[~one], iters[~one], reset[~one] = res
-        return Tau2Fit(tau2, conv, iters, reset)
+            tau2[~one], conv[~one], iters[~one], reset[~one], safe[~one] = res
+        return Tau2Fit(tau2, conv, iters, reset, safe)
     if method in ("DL", "HE", "HS", "SJ"):
         raw = _raw_closed_form(method, Yc, V, M, X, int_only, kb, p)
-        return Tau2Fit(np.maximum(raw, 0.0), ok, it0, reset)
+        return Tau2Fit(np.maximum(raw, 0.0), ok, it0, reset, reset)
     if method in ("PM", "EB"):
         tau2, iters = q_root(Yc, V, M, X, kb - p, None, int_only)
-        return Tau2Fit(tau2, ok, iters, reset)
+        return Tau2Fit(tau2, ok, iters, reset, reset)
     # ML / REML
     start = np.maximum(_raw_closed_form("HE", Yc, V, M, X, int_only, kb, p), 0.0)
     scale = vbar(V, M)
     tau2, conv, iters = _fisher_scoring(method, Yc, V, M, X, int_only, start, scale)
+    safe = ~conv
+    if np.any(safe):
+        t_s, ok_s = _score_root(method, Yc[:, safe], V[:, safe], M[:, safe], X, int_only,
+                                scale[safe])
+        tau2[safe] = t_s
+        conv[safe] = ok_s
     # metafor's ll0check: if tau2 = 0 beats the converged value, take 0
     chk = conv & (tau2 > CONV_TOL * scale)
     if np.any(chk):
@@ -482,7 +560,7 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
     if not np.all(conv):
         dl = _raw_closed_form("DL", Yc[:, ~conv], V[:, ~conv], M[:, ~conv], X, int_only, kb[~conv], p)
         tau2[~conv] = np.maximum(dl, 0.0)
-    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset)
+    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, safe & conv)
 
 
 def tau2_batch(Y, V, method="REML", X=None, mask=None):

@@ -102,14 +102,17 @@ def prediction_interval(pred, se, tau2, crit):
 def q_profile_ci(Y, V, M, X, tau2, alpha, int_only=None):
     """Q-profile CI for tau^2 as ``confint.rma.uni(type="QP")`` per column: (lower, upper).
 
-    Bounds are clipped to metafor's search interval [0, max(100, 10 tau2)].
+    Bounds are clipped to metafor's search interval [0, max(100, 10 tau2)]; with
+    ``tau2=None`` (EE models) they are not clipped.
     """
     kb = M.sum(axis=0)
     p = X.shape[1]
     df = kb - p
     crit_u = stats.chi2.isf(alpha / 2, df)   # Q = crit_u -> lower bound
     crit_l = stats.chi2.ppf(alpha / 2, df)   # Q = crit_l -> upper bound
-    upper = np.maximum(100.0, 10.0 * tau2)
+    # metafor searches [0, max(100, 10 tau2)] and reports the end when the root lies beyond;
+    # tau2 = None (EE models, which confint() refuses): the unbounded Q-profile root
+    upper = None if tau2 is None else np.maximum(100.0, 10.0 * tau2)
     # confint.rma.uni profiles the uncentred outcome (it calls .QE.func with Y = yi)
     lb, _ = est.q_root(Y, V, M, X, crit_u, upper, int_only)
     ub, _ = est.q_root(Y, V, M, X, crit_l, upper, int_only)

@@ -169,7 +169,8 @@ def _fit(y, v, X, names, method, test, level):
     if one:
         t2lo = t2hi = i2lo = i2hi = h2lo = h2hi = None
     else:
-        lb, ub = inf.q_profile_ci(Y, V, M, X, np.array([tau2]), alpha, int_only)
+        lb, ub = inf.q_profile_ci(Y, V, M, X, None if method == "EE" else np.array([tau2]),
+                                  alpha, int_only)
         t2lo, t2hi = float(lb[0]), float(ub[0])
         i2lo, h2lo = (float(a) for a in inf.i2_h2_from_tau2(t2lo, vt))
         i2hi, h2hi = (float(a) for a in inf.i2_h2_from_tau2(t2hi, vt))
@@ -663,9 +664,7 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
 def _levels(groups):
     import pandas as pd
 
-    s = pd.Series(groups)
-    if s.isna().any():
-        raise DataError(f"groups has {int(s.isna().sum())} missing value(s)")
+    s = pd.Series(groups).dropna()
     if isinstance(s.dtype, pd.CategoricalDtype):
         levels = [c for c in s.cat.categories if (s == c).any()]
     elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
@@ -680,6 +679,9 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
               labels=None, measure="ZCOR", by="group"):
     """Pooled estimate per subgroup and a test of subgroup differences.
 
+    Rows with a missing group are omitted with a MetaAllianceWarning (as metafor's subset)
+    and counted in ``omitted``.
+
     tau2_model "separate": a random-effects model per subgroup (own tau^2); Q-between is the
     Q of an equal-effects model of the subgroup estimates with variances se^2 (what the
     metafor documentation does: ``rma(estimate, sei = se, mods = ~ group, method = "EE")``,
@@ -691,9 +693,22 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
     _options(method, test, measure)
     check_option("tau2_model", tau2_model, TAU2_MODELS)
     y, v, labels = _vectors(yi, vi, labels)
-    g, levels = _levels(groups)
-    if len(g) != y.size:
-        raise DataError(f"groups has {len(g)} values but yi has {y.size}")
+    import pandas as pd
+
+    gs = pd.Series(groups)
+    if len(gs) != y.size:
+        raise DataError(f"groups has {len(gs)} values but yi has {y.size}")
+    keep = ~gs.isna().to_numpy()
+    omitted = int((~keep).sum())
+    if omitted:
+        warnings.warn(f"{omitted} row(s) with a missing {by} omitted", MetaAllianceWarning,
+                      stacklevel=2)
+        y, v = y[keep], v[keep]
+        labels = tuple(lb for lb, kp in zip(labels, keep) if kp)
+        gs = gs[keep]
+    if y.size == 0:
+        raise DataError(f"subgroups: every row has a missing {by}")
+    g, levels = _levels(gs.reset_index(drop=True))
     if len(levels) < 2:
         raise ModelError(f"subgroups: {by!r} has {len(levels)} level(s); need at least 2")
     from scipy import stats
@@ -741,6 +756,7 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
         q_between_df=qb_df, q_between_df2=qb_df2, q_between_pvalue=qb_p, k=int(y.size),
         models=models,
         provenance=provenance(method, test, y.size, y, v, tau2_model=tau2_model, by=by),
+        omitted=omitted,
     )
 
 

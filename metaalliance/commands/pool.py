@@ -1,0 +1,157 @@
+"""metaalliance pool: random-effects pooling, subgroups, meta-regression, three-level models."""
+
+HELP = "pool effect sizes: random-effects model, subgroups (--by), meta-regression (--mods)"
+EPILOG = """\
+Examples:
+  metaalliance pool                                   REML, z test, curated dataset
+  metaalliance pool --method PM --test knha --json
+  metaalliance pool --by rater --tau2-model pooled
+  metaalliance pool --mods "~ instrument + year" --permutations 1000 --seed 1
+  metaalliance pool --cluster citekey                 three-level model (finding in study)
+  metaalliance pool --data my.csv --r r --n n --where population=adult
+
+Numbers agree with R's metafor: rma(yi, vi, method, test), predict(), confint() (Q-profile),
+rma(mods = ~ ...), permutest(). Correlations are pooled on Fisher's z; r = tanh(z) is shown
+for display. Text moderators are categorical (first level, sorted, is the reference); numeric
+columns enter as numbers; factor(col) makes a numeric column categorical."""
+
+
+def register(sub, common):
+    import argparse
+
+    from ..options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TAU2_MODELS, TESTS
+
+    p = sub.add_parser("pool", help=HELP, description=HELP, epilog=EPILOG,
+                       parents=[common["dataset"], common["selection"]],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help=f"tau^2 estimator (default {DEFAULT_METHOD}; EE = equal effects)")
+    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS),
+                   help="z (normal) or knha (Knapp-Hartung, t/F)")
+    g.add_argument("--level", type=float, default=95.0, help="confidence level in %% (95)")
+    g.add_argument("--by", metavar="FIELD", help="subgroup analysis by this column")
+    g.add_argument("--tau2-model", default="separate", choices=list(TAU2_MODELS),
+                   help="subgroups: a tau^2 per subgroup (separate) or one common tau^2 (pooled)")
+    g.add_argument("--mods", metavar="FORMULA", help='meta-regression, e.g. "~ instrument + year"')
+    g.add_argument("--cluster", metavar="COL",
+                   help="three-level model: findings within clusters of this column (REML)")
+    g.add_argument("--permutations", type=int, metavar="N",
+                   help="with --mods: permutation test (metafor's permutest) with N permutations")
+    g.add_argument("--seed", type=int, default=None, help="seed of the permutation test")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def _mods_columns(formula):
+    from ..models import _parse_formula
+
+    terms, _ = _parse_formula(formula)
+    return [t[7:-1].strip() if t.startswith("factor(") else t for t in terms]
+
+
+def run(args) -> int:
+    from ..cli import select
+    from ..errors import OptionError
+
+    if args.by and args.mods:
+        raise OptionError("--by and --mods: use one (a subgroup analysis is --mods \"~ FIELD\" "
+                          "with --tau2-model pooled)")
+    if args.cluster and args.by:
+        raise OptionError("--cluster cannot be combined with --by")
+    if args.permutations is not None and not args.mods:
+        raise OptionError("--permutations needs --mods")
+    if args.permutations is not None and args.permutations < 2:
+        raise OptionError("--permutations: must be >= 2")
+    required = []
+    if args.by:
+        required.append(args.by)
+    if args.mods:
+        required += _mods_columns(args.mods)
+    if args.cluster:
+        required.append(args.cluster)
+    sel = select(args, required_columns=tuple(dict.fromkeys(required)))
+    return pool_selection(sel, args, tuple(dict.fromkeys(required)))
+
+
+def _numeric_if_possible(df, cols):
+    """CSV moderator columns arrive as text: make a column numeric when all its values are."""
+    import pandas as pd
+
+    for c in cols:
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        conv = pd.to_numeric(s, errors="coerce")
+        if conv.notna().sum() == s.notna().sum() and s.notna().any():
+            df[c] = conv
+    return df
+
+
+def pool_selection(sel, args, used=()) -> int:
+    """Fit and print the model for a ``cli.Selection`` (frame, yi, vi, labels, measure, omitted)."""
+    import warnings
+
+    import numpy as np
+
+    from .. import models
+    from ..cli import print_json
+    from ..errors import MetaAllianceWarning
+
+    df = sel.frame.reset_index(drop=True).copy()
+    yi, vi, labels = np.asarray(sel.yi, float), np.asarray(sel.vi, float), list(sel.labels)
+    omitted = int(sel.omitted)
+    if used:
+        missing = np.zeros(len(df), dtype=bool)
+        for c in used:
+            col = df[c]
+            miss = col.isna().to_numpy()
+            if col.dtype == object or str(col.dtype).startswith("str"):
+                miss = miss | (col.astype(str).str.strip() == "").to_numpy()
+            missing = missing | miss
+        if missing.any():
+            n = int(missing.sum())
+            warnings.warn(f"omitted {n} row(s) with a missing value in {', '.join(used)}",
+                          MetaAllianceWarning)
+            omitted += n
+            keep = ~missing
+            df = df[keep].reset_index(drop=True)
+            yi, vi = yi[keep], vi[keep]
+            labels = [lb for lb, kp in zip(labels, keep) if kp]
+        df = _numeric_if_possible(df, [c for c in used if c != args.by and c != args.cluster])
+    common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
+                  measure=sel.measure)
+    if args.cluster:
+        kw = {}
+        if args.mods:
+            X, names, keep = models.design_matrix(df, args.mods)
+            kw = dict(X=X, coef_names=names)
+        res = models.three_level(yi, vi, df[args.cluster].astype(str).to_numpy(), **common, **kw)
+        out = res.to_dict()
+        out.setdefault("omitted", omitted)
+        if args.json:
+            print_json(out)
+        else:
+            print(res.summary())
+        return 0
+    if args.by:
+        res = models.subgroups(yi, vi, df[args.by].to_numpy(), tau2_model=args.tau2_model,
+                               by=args.by, **common)
+        out = res.to_dict()
+        out["omitted"] = omitted
+    elif args.mods:
+        res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
+                                     seed=args.seed, **common)
+        out = res.to_dict()
+        out["omitted"] = omitted + res.omitted
+    else:
+        import dataclasses
+
+        res = models.random_effects(yi, vi, **common)
+        res = dataclasses.replace(res, omitted=omitted)
+        out = res.to_dict()
+    if args.json:
+        print_json(out)
+    else:
+        print(res.summary())
+    return 0
