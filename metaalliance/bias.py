@@ -591,7 +591,7 @@ class BiasResult:
 
     egger: Optional[EggerResult]
     rank: Optional[RankTestResult]
-    trimfill: TrimFillResult
+    trimfill: Optional[TrimFillResult]
     pet_peese: Optional[PetPeeseResult]
     failsafe_n: FailSafeNResult
     k: int
@@ -604,7 +604,7 @@ class BiasResult:
         out = {"k": self.k, "method": self.method, "test": self.test}
         out["egger"] = None if self.egger is None else self.egger.to_dict()
         out["rank"] = None if self.rank is None else self.rank.to_dict()
-        out["trimfill"] = self.trimfill.to_dict()
+        out["trimfill"] = None if self.trimfill is None else self.trimfill.to_dict()
         out["pet_peese"] = None if self.pet_peese is None else self.pet_peese.to_dict()
         out["failsafe_n"] = self.failsafe_n.to_dict()
         if self.notes:
@@ -614,8 +614,9 @@ class BiasResult:
 
 def run_all(fit, estimator: str = "L0", side: Optional[str] = None,
             alpha: float = ALPHA) -> BiasResult:
-    """Egger, rank test, trim and fill, PET-PEESE and fail-safe N for one fit. Tests that need
-    more studies than there are (Egger and PET-PEESE need k >= 3) are None with a note."""
+    """Egger, rank test, trim and fill, PET-PEESE and fail-safe N for one fit. An analysis
+    that cannot be run on these data (Egger, PET-PEESE and metafor's choice of the
+    trim-and-fill side need k >= 3) is None, with a note saying why."""
     notes = []
     yi, *_ = _fit_info(fit)
 
@@ -629,7 +630,7 @@ def run_all(fit, estimator: str = "L0", side: Optional[str] = None,
     egger = attempt("egger", lambda: egger_test(fit))
     rank = attempt("rank", lambda: rank_test(fit))
     pp = attempt("pet_peese", lambda: pet_peese(fit, alpha=alpha))
-    tf = trim_and_fill(fit, estimator=estimator, side=side)
+    tf = attempt("trimfill", lambda: trim_and_fill(fit, estimator=estimator, side=side))
     fsn = fail_safe_n(fit, alpha=alpha)
     return BiasResult(egger=egger, rank=rank, trimfill=tf, pet_peese=pp, failsafe_n=fsn,
                       k=int(yi.size), method=fit.method, test=fit.test, notes=tuple(notes))

@@ -273,3 +273,68 @@ def test_errors_are_clear():
         sensitivity.gosh(fit, subsets=1)
     with pytest.raises(OptionError, match=r"^expected a fitted random-effects model"):
         sensitivity.leave_one_out([0.1, 0.2])
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def write_csv(path, name):
+    ds = REF["datasets"][name]
+    lines = ["label,yi,vi,year"] + [f'"{lab}",{y!r},{v!r},{int(yr)}' for lab, y, v, yr in
+                                    zip(ds["labels"], ds["yi"], ds["vi"], ds["year"])]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_cli_sensitivity_json_matches_metafor(tmp_path, capsys):
+    """`metaalliance sensitivity --json` on a CSV: leave1out, influence and cumul (by the year
+    column, the default order) as metafor; no progress bar under --json."""
+    from metaalliance.cli import main
+    csv = write_csv(tmp_path / "bcg.csv", "bcg")
+    assert main(["sensitivity", "--data", csv, "--yi", "yi", "--vi", "vi", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    out = json.loads(captured.out)
+    ref = REF["datasets"]["bcg"]["models"]["REML_z"]
+    assert [r["label"] for r in out["leave_one_out"]] == ref["leave1out"]["label"]
+    close([r["estimate"] for r in out["leave_one_out"]], ref["leave1out"]["estimate"], "est")
+    close([r["cook_d"] for r in out["influence"]], ref["influence"]["cook_d"], "cook_d")
+    assert [r["inf"] for r in out["influence"]] == ref["influence"]["inf"]
+    assert out["cumulative_order"] == "year"
+    assert [r["label"] for r in out["cumulative"]] == ref["cumulative"]["label"]
+    close([r["estimate"] for r in out["cumulative"]], ref["cumulative"]["estimate"], "est")
+    assert "gosh" not in out
+
+
+def test_cli_sensitivity_gosh_and_order(tmp_path, capsys):
+    from metaalliance.cli import main
+    csv = write_csv(tmp_path / "bcg.csv", "bcg")
+    assert main(["sensitivity", "--data", csv, "--yi", "yi", "--vi", "vi", "--json",
+                 "--gosh", "500", "--seed", "3", "--order", "year", "--decreasing",
+                 "--method", "DL"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gosh"]["subsets"] == 500 and out["gosh"]["exact"] is False
+    assert out["gosh"]["seed"] == 3 and out["method"] == "DL"
+    years = REF["datasets"]["bcg"]["year"]
+    first = out["cumulative"][0]["label"]
+    assert first == REF["datasets"]["bcg"]["labels"][int(np.argmax(years))]
+    assert main(["sensitivity", "--data", csv, "--yi", "yi", "--vi", "vi",
+                 "--gosh", "10000"]) == 0
+    text = capsys.readouterr().out
+    assert "GOSH (metafor gosh): 8191 all subsets of the 13 findings" in text
+    assert "Leave-one-out (metafor leave1out)" in text and "ordered by year" in text
+
+
+def test_cli_sensitivity_messages(tmp_path):
+    import subprocess
+    import sys
+    csv = write_csv(tmp_path / "bcg.csv", "bcg")
+    base = [sys.executable, "-m", "metaalliance.cli", "sensitivity", "--data", csv, "--yi", "yi",
+            "--vi", "vi"]
+    proc = subprocess.run(base + ["--gosh", "100"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: --gosh 100: fewer than the 2^13 - 1 subsets, so random "
+                           "subsets are drawn; give --seed S to make them reproducible\n")
+    proc = subprocess.run(base + ["--seed", "1"], capture_output=True, text=True)
+    assert proc.stderr == "error: --seed needs --gosh N\n"
+    proc = subprocess.run(base + ["--order", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "nope" in proc.stderr

@@ -57,7 +57,8 @@ def to_json(res, fit, omitted: int) -> dict:
     out["estimate"] = fit.estimate
     if out["egger"] is not None:
         _back(out["egger"], ("limit_estimate", "limit_ci_lower", "limit_ci_upper"), fit.measure)
-    _back(out["trimfill"], ("estimate", "ci_lower", "ci_upper"), fit.measure)
+    if out["trimfill"] is not None:
+        _back(out["trimfill"], ("estimate", "ci_lower", "ci_upper"), fit.measure)
     if out["pet_peese"] is not None:
         _back(out["pet_peese"], ("estimate", "ci_lower", "ci_upper"), fit.measure)
     return out
@@ -91,14 +92,16 @@ def text(res, fit) -> str:
         lines += ["Rank correlation test (Begg & Mazumdar; metafor ranktest)",
                   f"  Kendall's tau = {k.tau:.4f}, p = {_p(k.pvalue)} ({kind})", ""]
     t = res.trimfill
-    f = t.fit
-    lines += [f"Trim and fill ({t.estimator}; metafor trimfill)",
-              f"  estimated missing studies on the {t.side} side: {t.k0} (SE = {t.se_k0:.4f})"
-              + (f", p(k0 = 0) = {_p(t.p_k0)}" if t.p_k0 is not None else "")]
-    if t.k0 > 0:
-        lines += [f"  adjusted estimate: {est(f.estimate)}, CI [{f.ci_lower:.4f}, "
-                  f"{f.ci_upper:.4f}], tau^2 = {f.tau2:.4f}, k = {f.k}"]
-    lines.append("")
+    if t is not None:
+        f = t.fit
+        lines += [f"Trim and fill ({t.estimator}; metafor trimfill)",
+                  f"  estimated missing studies on the {t.side} side: {t.k0} "
+                  f"(SE = {t.se_k0:.4f})"
+                  + (f", p(k0 = 0) = {_p(t.p_k0)}" if t.p_k0 is not None else "")]
+        if t.k0 > 0:
+            lines += [f"  adjusted estimate: {est(f.estimate)}, CI [{f.ci_lower:.4f}, "
+                      f"{f.ci_upper:.4f}], tau^2 = {f.tau2:.4f}, k = {f.k}"]
+        lines.append("")
     pp = res.pet_peese
     if pp is not None:
         lines += ["PET-PEESE (WLS, weights 1/vi; Stanley & Doucouliagos 2014)",
