@@ -17,6 +17,13 @@ out_file <- file.path("tests", "reference", "bias_sensitivity.json")
 
 num <- function(x) unname(as.numeric(x))
 
+# metafor stops Fisher scoring when tau^2 changes by < 1e-5 and finds PM/EB roots with
+# uniroot(tol = eps^0.25); metaalliance.estimators iterates to the optimum itself, so the
+# reference fits are run to full precision (as the engine's reference script does).
+# leave1out(), influence(), cumul(), gosh() and regtest() pass x$control on to their refits;
+# trimfill() does not, so it gets CTRL through its '...'.
+CTRL <- list(threshold = 1e-10, tol = 1e-12, maxiter = 1000)
+
 fit_values <- function(res) {
   list(estimate = num(res$beta), se = num(res$se), stat = num(res$zval), pvalue = num(res$pval),
        ci_lower = num(res$ci.lb), ci_upper = num(res$ci.ub), tau2 = num(res$tau2),
@@ -34,7 +41,7 @@ list_values <- function(l) {
 }
 
 trimfill_values <- function(res, estimator) {
-  tf <- trimfill(res, estimator = estimator)
+  tf <- trimfill(res, estimator = estimator, control = CTRL)
   filled <- if (tf$k0 > 0) which(tf$fill) else integer(0)
   c(list(k0 = tf$k0, se_k0 = num(tf$se.k0), side = tf$side,
          p_k0 = num(tf$p.k0),
@@ -72,7 +79,7 @@ fsn_values <- function(yi, vi) {
 }
 
 model_values <- function(yi, vi, slab, order_by, method, test) {
-  res <- rma(yi, vi, method = method, test = test, slab = slab)
+  res <- rma(yi, vi, method = method, test = test, slab = slab, control = CTRL)
   l1o <- leave1out(res)
   inf <- influence(res)
   bj <- baujat(res)  # draws on the null device; we keep the returned coordinates
@@ -144,7 +151,7 @@ add_dataset("pritz1997", "metadat::dat.pritz1997, escalc(measure = 'PLO', xi, ni
 
 # --- GOSH with all subsets (deterministic) on small k ------------------------------------------
 gosh_values <- function(yi, vi, method) {
-  res <- rma(yi, vi, method = method)
+  res <- rma(yi, vi, method = method, control = CTRL)
   g <- gosh(res, progbar = FALSE)
   list(method = method, k = num(g$res$k), q = num(g$res$QE), i2 = num(g$res$I2),
        h2 = num(g$res$H2), tau2 = num(g$res$tau2), estimate = num(g$res$estimate),
