@@ -14,6 +14,7 @@ suppressPackageStartupMessages({
 })
 
 out_file <- file.path("tests", "reference", "bias_sensitivity.json")
+pdf(NULL)  # baujat() draws; keep its plots off disk (no Rplots.pdf)
 
 num <- function(x) unname(as.numeric(x))
 
@@ -180,7 +181,6 @@ out <- list(
   gosh = gosh
 )
 
-pdf(NULL)  # baujat() draws; keep the plots off disk
 write_json(out, out_file, auto_unbox = TRUE, digits = NA, na = "null", pretty = FALSE)
 invisible(dev.off())
 cat("wrote", out_file, "\n")
