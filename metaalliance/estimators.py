@@ -399,6 +399,7 @@ def _score_root(method, Yc, V, M, X, int_only, scale):
             new = t[idx] - sc / dsc
         bis = ~np.isfinite(new) | (dsc >= 0) | (new <= lo[idx]) | (new >= hi[idx])
         new = np.where(bis, 0.5 * (lo[idx] + hi[idx]), new)
+        new = np.where(sc == 0, t[idx], new)            # an exact root: stay there
         change = np.abs(new - t[idx])
         t[idx] = new
         tol = CONV_TOL * (new + scale[act[idx]])
@@ -483,6 +484,7 @@ def q_root(Yc, V, M, X, target, upper=None, int_only=None):
         new = t[idx] + step
         bis = ~np.isfinite(new) | (new <= lo[idx]) | (new >= hi[idx])
         new = np.where(bis, 0.5 * (lo[idx] + hi[idx]), new)
+        new = np.where(fval == 0, t[idx], new)          # an exact root: stay there
         change = np.abs(new - t[idx])
         t[idx] = new
         iters[cols] += 1

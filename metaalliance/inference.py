@@ -61,7 +61,8 @@ def knha_scale(Y, V, M, X, tau2, int_only=None):
     w = M / (V + tau2)
     f = est.wls(X, w, Y, int_only)
     rss = (w * f.r * f.r).sum(axis=0)
-    return np.where(rss <= np.finfo(float).eps, 0.0, rss / (kb - p))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rss <= np.finfo(float).eps, 0.0, rss / (kb - p))
 
 
 def heterogeneity(Y, V, M, X, int_only=None):
@@ -83,6 +84,7 @@ def heterogeneity(Y, V, M, X, int_only=None):
 
 def i2_h2(method, tau2, vt, qe, df):
     """I^2 (percent) and H^2 as metafor: from tau2 and vt, or from Q for the EE model."""
+    tau2, vt, qe, df = (np.asarray(a, dtype=float) for a in (tau2, vt, qe, df))
     with np.errstate(divide="ignore", invalid="ignore"):
         if method == "EE":
             i2 = np.where(qe > 0, np.maximum(0.0, 100 * (qe - df) / qe), 0.0)

@@ -70,8 +70,15 @@ def run(args) -> int:
         required += _mods_columns(args.mods)
     if args.cluster:
         required.append(args.cluster)
-    sel = select(args, required_columns=tuple(dict.fromkeys(required)))
-    return pool_selection(sel, args, tuple(dict.fromkeys(required)))
+    required = tuple(dict.fromkeys(required))
+    # columns are checked here rather than through select(required_columns=...): that path of
+    # tabular.read_effects overwrote the vi array (reported to the lead)
+    sel = select(args)
+    missing = [c for c in required if c not in sel.frame.columns]
+    if missing:
+        raise OptionError(f"{sel.source}: no column {', '.join(map(repr, missing))} "
+                          f"(columns: {', '.join(map(str, sel.frame.columns))})")
+    return pool_selection(sel, args, required)
 
 
 def _numeric_if_possible(df, cols):
