@@ -22,9 +22,11 @@ REF = json.loads((Path(__file__).parent / "reference" / "bias_sensitivity.json")
 
 #: the project's tolerance for agreement with metafor
 RTOL = 1e-6
-#: tau^2 near 0: metafor's Fisher scoring stops ~1e-11 short of a boundary optimum at 0 (see
+#: tau^2 at a boundary optimum of 0: metafor stops a hair above 0 (see
 #: test_sensitivity.TAU2_ATOL); absolute tolerance on the effect-size scale squared
-TAU2_ATOL = 1e-9
+TAU2_ATOL = 1e-10
+#: I^2 (percent) inherits that difference
+I2_ATOL = 1e-8
 
 CASES = [(name, model) for name, ds in REF["datasets"].items() for model in ds["models"]]
 DATASETS = list(REF["datasets"])
@@ -86,7 +88,7 @@ def test_trim_and_fill_matches_metafor_trimfill(name, model, estimator):
     for ours, theirs in (("estimate", "estimate"), ("se", "se"), ("stat", "stat"),
                          ("pvalue", "pvalue"), ("ci_lower", "ci_lower"),
                          ("ci_upper", "ci_upper"), ("q", "q"), ("i2", "i2")):
-        assert getattr(f, ours) == approx(ref[theirs], atol=1e-4 if ours == "i2" else 0), ours
+        assert getattr(f, ours) == approx(ref[theirs], atol=I2_ATOL if ours == "i2" else 0), ours
     assert f.tau2 == approx(ref["tau2"], atol=TAU2_ATOL)
 
 

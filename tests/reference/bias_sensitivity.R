@@ -20,10 +20,12 @@ num <- function(x) unname(as.numeric(x))
 
 # metafor stops Fisher scoring when tau^2 changes by < 1e-5 and finds PM/EB roots with
 # uniroot(tol = eps^0.25); metaalliance.estimators iterates to the optimum itself, so the
-# reference fits are run to full precision (as the engine's reference script does).
+# reference fits are run to (nearly) full precision: the threshold is absolute on the tau^2
+# scale, so it is set relative to the data's sampling variances (1e-10 alone leaves tau^2 a
+# few 1e-10 short where Fisher scoring converges slowly, e.g. tau^2 ~ 1e-4).
 # leave1out(), influence(), cumul(), gosh() and regtest() pass x$control on to their refits;
-# trimfill() does not, so it gets CTRL through its '...'.
-CTRL <- list(threshold = 1e-10, tol = 1e-12, maxiter = 1000)
+# trimfill() does not, so it gets the control through its '...'.
+ctrl_for <- function(vi) list(threshold = 1e-12 * mean(vi), tol = 1e-12, maxiter = 100000)
 
 fit_values <- function(res) {
   list(estimate = num(res$beta), se = num(res$se), stat = num(res$zval), pvalue = num(res$pval),
@@ -42,7 +44,7 @@ list_values <- function(l) {
 }
 
 trimfill_values <- function(res, estimator) {
-  tf <- trimfill(res, estimator = estimator, control = CTRL)
+  tf <- trimfill(res, estimator = estimator, control = ctrl_for(res$vi))
   filled <- if (tf$k0 > 0) which(tf$fill) else integer(0)
   c(list(k0 = tf$k0, se_k0 = num(tf$se.k0), side = tf$side,
          p_k0 = num(tf$p.k0),
@@ -80,7 +82,7 @@ fsn_values <- function(yi, vi) {
 }
 
 model_values <- function(yi, vi, slab, order_by, method, test) {
-  res <- rma(yi, vi, method = method, test = test, slab = slab, control = CTRL)
+  res <- rma(yi, vi, method = method, test = test, slab = slab, control = ctrl_for(vi))
   l1o <- leave1out(res)
   inf <- influence(res)
   bj <- baujat(res)  # draws on the null device; we keep the returned coordinates
@@ -152,7 +154,7 @@ add_dataset("pritz1997", "metadat::dat.pritz1997, escalc(measure = 'PLO', xi, ni
 
 # --- GOSH with all subsets (deterministic) on small k ------------------------------------------
 gosh_values <- function(yi, vi, method) {
-  res <- rma(yi, vi, method = method, control = CTRL)
+  res <- rma(yi, vi, method = method, control = ctrl_for(vi))
   g <- gosh(res, progbar = FALSE)
   list(method = method, k = num(g$res$k), q = num(g$res$QE), i2 = num(g$res$I2),
        h2 = num(g$res$H2), tau2 = num(g$res$tau2), estimate = num(g$res$estimate),
