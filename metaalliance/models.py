@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from itertools import product
 from typing import NamedTuple
 
 import numpy as np
@@ -127,6 +126,9 @@ def _fit(y, v, X, names, method, test, level):
     elif k <= p:
         raise ModelError(f"the model has {p} coefficients but only {k} studies; "
                          "a model needs more studies than coefficients")
+    if method == "EE" and test == "knha":
+        warnings.warn("the Knapp-Hartung method is not meant for EE models (as metafor warns)",
+                      MetaAllianceWarning, stacklevel=3)
     Y, V, M = y[:, None], v[:, None], np.ones((k, 1))
     tfit = est._tau2_fit(Y, V, X, M, method)
     tau2 = float(tfit.tau2[0])
@@ -607,13 +609,21 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
     rng = np.random.default_rng(seed)
     if int_only:
         if use_exact:
-            S = np.array(list(product((1.0, -1.0), repeat=k)), dtype=float).T   # (k, 2^k)
+            n = int(round(n_exact))
+
+            def signs(start, stop):      # every sign vector once: the bits of 0 .. 2^k - 1
+                i = np.arange(start, stop)
+                return 1.0 - 2.0 * ((i[None, :] >> np.arange(k)[:, None]) & 1)
         else:
+            n = iterations
             S = rng.choice(np.array([-1.0, 1.0]), size=(k, iterations))
             S[:, 0] = 1.0
-        cols = [(y[:, None] * S[:, i:i + PERM_CHUNK], np.broadcast_to(v[:, None], (k, S[:, i:i + PERM_CHUNK].shape[1])))
-                for i in range(0, S.shape[1], PERM_CHUNK)]
-        n = S.shape[1]
+
+            def signs(start, stop):
+                return S[:, start:stop]
+        cols = ((y[:, None] * signs(i, min(n, i + PERM_CHUNK)),
+                 np.repeat(v[:, None], min(n, i + PERM_CHUNK) - i, axis=1))
+                for i in range(0, n, PERM_CHUNK))
     else:
         if use_exact:
             arr = _multiset_permutations(types)           # (n, k): type at each position
