@@ -587,7 +587,7 @@ def tau2_batch(Y, V, method="REML", X=None, mask=None):
     >>> import numpy as np
     >>> yi = np.array([0.1, 0.3, 0.35, 0.6]); vi = np.array([0.01, 0.02, 0.015, 0.03])
     >>> round(float(tau2_batch(yi, vi, "DL")), 6)
-    0.014853
+    0.022437
     """
     check_option("method", method, METHODS)
     Y, V, X, M, squeeze = as_batch(Y, V, X, mask)

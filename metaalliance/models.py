@@ -235,8 +235,9 @@ def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measu
     Examples
     --------
     >>> res = random_effects([0.1, 0.3, 0.35, 0.6], [0.01, 0.02, 0.015, 0.03], method="DL")
+    >>> # metafor: rma(c(.1, .3, .35, .6), c(.01, .02, .015, .03), method = "DL")
     >>> round(res.estimate, 4), round(res.tau2, 4), res.q_df
-    (0.2906, 0.0149, 3)
+    (0.3089, 0.0224, 3)
     """
     _options(method, test, measure)
     y, v, labels = _vectors(yi, vi, labels)
