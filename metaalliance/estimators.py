@@ -34,6 +34,11 @@ EB: metafor's EB iteration ``tau2 += (Q * k / (k - p) - k) / sum(w)`` has the fi
 ``Q(tau2) = k - p`` (truncated at 0), the same equation PM solves; we solve it with the same
 safeguarded Newton root finder, which gives metafor's EB value to full precision.
 
+Why not pymare or statsmodels: pymare offers DL, HE and ML/REML, the latter by a bounded
+scalar minimisation whose stopping tolerance, not the likelihood, sets the last digits, and has
+no HS, SJ, EB, PM or Q-profile intervals; statsmodels' ``combine_effects`` pools without
+moderators with DL/PM only. Neither vectorises over thousands of refits with masks.
+
 Non-convergence (ML/REML only). Plain Fisher scoring (metafor's algorithm, from metafor's
 start) can oscillate and diverge when observed and expected information differ a lot; metafor
 then stops with "Fisher scoring algorithm did not converge". We then restart with safeguarded
