@@ -88,8 +88,9 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
         if c not in values:
             values[c] = df[c].astype(str).str.strip().replace("", np.nan).to_numpy()
     keep = np.ones(len(df), dtype=bool)
-    for c, v in values.items():
-        keep &= ~(v != v) if v.dtype.kind == "f" else np.array([x == x for x in v])
+    for col_values in values.values():
+        keep &= ~(col_values != col_values) if col_values.dtype.kind == "f" else \
+            np.array([x == x for x in col_values])
     omitted = int((~keep).sum())
     if omitted:
         rows = ", ".join(str(x) for x in df["_row"].to_numpy()[~keep][:10])
@@ -132,9 +133,9 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
         else:
             labels = [f"row {x}" for x in rows]
     df = df.drop(columns="_row")
-    for c, v in values.items():
+    for c, col_values in values.items():
         if c in (r, n, yi, vi):
-            df[c] = v
+            df[c] = col_values
     df["yi"], df["vi"] = y, v
     return dict(frame=df, yi=np.asarray(y, dtype=float), vi=np.asarray(v, dtype=float),
                 labels=labels, measure=measure, omitted=omitted, source=name)

@@ -88,3 +88,13 @@ def test_csv_problems_name_row_and_column(tmp_path, content, message):
     with pytest.raises(DataError) as err:
         tabular.read_effects(csv, r="r", n="n")
     assert str(err.value).endswith(message)
+
+
+def test_required_columns_do_not_replace_the_variances(tmp_path):
+    """Regression: a moderator column once overwrote vi in the selection."""
+    from metaalliance import tabular
+    csv = tmp_path / "d.csv"
+    csv.write_text("yi,vi,year\n0.1,0.01,2001\n0.2,0.02,2002\n")
+    sel = tabular.read_effects(csv, yi="yi", vi="vi", required_columns=("year",))
+    assert list(sel["vi"]) == [0.01, 0.02]
+    assert list(sel["frame"]["year"]) == ["2001", "2002"]
