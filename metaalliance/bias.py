@@ -305,9 +305,15 @@ class TrimFillResult:
 
 
 def _random_effects(yi, vi, method, test, level, labels=None, measure="generic"):
+    """An intercept-only refit; its warnings (k = 1 ...) are silenced, as trimfill() runs its
+    refits under suppressWarnings()."""
+    import warnings
+
     from . import models
-    return models.random_effects(yi, vi, method=method, test=test, level=level, labels=labels,
-                                 measure=measure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return models.random_effects(yi, vi, method=method, test=test, level=level,
+                                     labels=labels, measure=measure)
 
 
 def _rank_first(a):
@@ -331,6 +337,11 @@ def trim_and_fill(fit, estimator: str = "L0", side: Optional[str] = None,
     measure = getattr(fit, "measure", "generic")
     k = yi0.size
     if side is None:
+        if k < 3 or np.ptp(vi0) == 0:
+            why = (f"needs k >= 3 (k = {k})" if k < 3 else
+                   "needs studies of different precision (all standard errors are equal)")
+            raise ModelError(f"trim and fill: choosing the side as metafor does (the slope on "
+                             f"the standard error) {why}; give side='left' or 'right'")
         X = np.column_stack([np.ones(k), np.sqrt(vi0)])
         reg = _meta_regression(yi0, vi0, X, ("intrcpt", "sei"), method, "z", level)
         side = "right" if reg.coefficients[1].estimate < 0 else "left"
@@ -624,7 +635,7 @@ def run_all(fit, estimator: str = "L0", side: Optional[str] = None,
         try:
             return fn()
         except ModelError as exc:
-            notes.append(f"{name}: {exc}")
+            notes.append(str(exc))
             return None
 
     egger = attempt("egger", lambda: egger_test(fit))

@@ -210,9 +210,22 @@ def _leave_one_out_fits(fit, progress: Progress = None):
     k = len(yi)
     if k < 2:
         raise ModelError("leave-one-out needs at least 2 studies (k = 1)")
+    if test == "knha":
+        _check_knha(yi, ~np.eye(k, dtype=bool), [f"without {lab!r}" for lab in labels],
+                    "leave-one-out")
     mask = ~np.eye(k, dtype=bool)
     res = _fit_masked(yi, vi, mask, method, test, level, progress)
     return yi, vi, method, test, level, labels, res
+
+
+def _check_knha(yi, mask, names, what):
+    """The Knapp-Hartung factor is 0 (metafor: se = 0, infinite z) where a refit of two or more
+    studies has identical effect sizes: say which refit instead of returning infinities."""
+    for j in range(mask.shape[1]):
+        sub = yi[mask[:, j]]
+        if sub.size > 1 and np.ptp(sub) == 0:
+            raise ModelError(f"{what}: {names[j]} the effect sizes are identical, so the "
+                             "Knapp-Hartung adjustment is undefined; use test 'z'")
 
 
 def leave_one_out(fit, progress: Progress = None) -> LeaveOneOutResult:
@@ -411,6 +424,8 @@ def cumulative(fit, order: Optional[Sequence] = None, decreasing: bool = False,
             idx = np.argsort(key, kind="stable")
     ys, vs = yi[idx], vi[idx]
     mask = np.tri(k, dtype=bool).T  # column i: the first i + 1 studies
+    if test == "knha":
+        _check_knha(ys, mask, [f"up to {labels[idx[j]]!r}" for j in range(k)], "cumulative")
     res = _fit_masked(ys, vs, mask, method, test, level, progress)
     labs = [labels[i] for i in idx]
     cols = {c: res[c] for c in _FIT_COLUMNS}

@@ -244,7 +244,17 @@ def test_small_k_notes_instead_of_failing():
     fit = models.random_effects([0.1, 0.4], [0.01, 0.02], measure="generic")
     res = bias.run_all(fit)
     assert res.egger is None and res.pet_peese is None
-    assert "egger: Egger's test needs at least 3 studies (k = 2)" in res.notes
+    assert res.trimfill is None and res.to_dict()["trimfill"] is None
+    assert res.notes == (
+        "Egger's test needs at least 3 studies (k = 2)",
+        "PET-PEESE needs at least 3 studies (k = 2)",
+        "trim and fill: choosing the side as metafor does (the slope on the standard error) "
+        "needs k >= 3 (k = 2); give side='left' or 'right'")
+    # with the side given, trim and fill runs: trimfill(rma(yi, vi), side = "left") gives
+    # k0 = 1 (SE 1.546712), the trimmed estimate 0.1 and the filled study 2 * 0.1 - 0.4
+    tf = bias.trim_and_fill(fit, side="left")
+    assert tf.k0 == 1 and tf.se_k0 == pytest.approx(1.546712, abs=1e-6)
+    assert tf.filled_yi.tolist() == [pytest.approx(-0.2, rel=1e-12)]
 
 
 # --- messages -----------------------------------------------------------------------------------

@@ -271,6 +271,14 @@ def test_errors_are_clear():
         sensitivity.cumulative(fit, order=[1, 2])
     with pytest.raises(OptionError, match=r"^subsets: must be >= 2, got 1$"):
         sensitivity.gosh(fit, subsets=1)
+    ident = models.random_effects([0.2, 0.2, 0.2, 0.3], [0.01, 0.02, 0.03, 0.01], test="knha",
+                                  measure="generic")
+    with pytest.raises(ModelError, match=r"^leave-one-out: without 'Study 4' the effect sizes "
+                       r"are identical, so the Knapp-Hartung adjustment is undefined; "
+                       r"use test 'z'$"):
+        sensitivity.influence(ident)
+    with pytest.raises(ModelError, match=r"^cumulative: up to 'Study 2' the effect sizes"):
+        sensitivity.cumulative(ident)
     with pytest.raises(OptionError, match=r"^expected a fitted random-effects model"):
         sensitivity.leave_one_out([0.1, 0.2])
 
