@@ -835,8 +835,28 @@ def _as_frame(result, data):
 _DESCRIPTOR_FIELDS = ("outcome_measure", "rater", "instrument", "timing", "outcome_domain")
 
 
+def _descriptors(frame, members, varying, max_chars: int) -> dict:
+    """What tells a study's findings apart: the fields that vary within it (at most two),
+    shortened; the finding id is added where shortened texts would coincide."""
+    fids = {i: (_clean(frame.at[i, "finding_id"]) if "finding_id" in frame.columns else "")
+            or f"finding {n + 1}" for n, i in enumerate(members)}
+    full = {}
+    for i in members:
+        parts = [_clean(frame.at[i, f]) for f in varying[:2]]
+        full[i] = ", ".join(p for p in parts if p) or fids[i]
+    short = {i: _truncate(t, max_chars) for i, t in full.items()}
+    counts = {}
+    for t in short.values():
+        counts[t] = counts.get(t, 0) + 1
+    for i, t in short.items():
+        if counts[t] > 1 and full[i] != fids[i]:
+            tag = f" ({fids[i]})"
+            short[i] = _truncate(full[i], max_chars - len(tag)) + tag
+    return short
+
+
 def _finding_rows(yi, vi, weights, frame, columns, *, sort, r_scale, level, group_by, keep0=0,
-                  band0=0, max_chars=34, indices=None):
+                  band0=0, max_chars=40, indices=None):
     """One row per finding; findings of one study (``group_by``) stay together under its label."""
     yi = np.asarray(yi, dtype=float)
     vi = np.asarray(vi, dtype=float)
@@ -883,18 +903,10 @@ def _finding_rows(yi, vi, weights, frame, columns, *, sort, r_scale, level, grou
             rows.append(_Row("group", {"label": label}, band=band, keep=keep))
             varying = [f for f in _DESCRIPTOR_FIELDS if f in frame.columns and f not in keys
                        and frame.loc[members, f].astype(str).nunique() > 1]
+        descriptors = _descriptors(frame, members, varying, max_chars - 2) if len(members) > 1 else {}
         for i in members:
             se = math.sqrt(vi[i])
-            cells = {}
-            if len(members) > 1:
-                parts = [_clean(frame.at[i, f]) for f in varying[:2]]
-                text = ", ".join(p for p in parts if p)
-                if not text:
-                    text = _clean(frame.at[i, "finding_id"]) if "finding_id" in frame.columns else ""
-                    text = text or f"finding {members.index(i) + 1}"
-                cells["label"] = _truncate(text, max_chars - 2)
-            else:
-                cells["label"] = label
+            cells = {"label": descriptors.get(i, label)}
             for key in keys:
                 value = frame.at[i, key]
                 if key in ("n", "k", "year") and _clean(value):
@@ -962,7 +974,7 @@ def heterogeneity_text(result) -> str:
 
 
 def _summary_rows(result, *, r_scale, label, show_pi, level, keep, bold=True, note=True,
-                  weight_text="100%"):
+                  weight_text="100%", group_by="citekey"):
     est, lo, hi, pi = _summary_values(result)
     rows = [_Row("summary", {"label": label, "ci": _est_text(est, lo, hi, r_scale),
                              "weight": weight_text},
@@ -973,16 +985,21 @@ def _summary_rows(result, *, r_scale, label, show_pi, level, keep, bold=True, no
                          est=est, lo=pi[0], hi=pi[1], indent=1, keep=keep))
     if note:
         text = heterogeneity_text(result)
-        text = f"{_k_text(result)}; {text[0].lower()}{text[1:]}" if text else _k_text(result)
+        k_text = _k_text(result, group_by)
+        text = f"{k_text}; {text[0].lower()}{text[1:]}" if text else k_text
         rows.append(_Row("note", {"label": text}, indent=1, keep=keep))
     return rows
 
 
-def _k_text(result) -> str:
+#: what the clusters of a three-level model are called, by the column that defines them
+CLUSTER_NOUNS = {"citekey": "studies", "sample": "samples", "label": "studies"}
+
+
+def _k_text(result, group_by: str = "citekey") -> str:
     k = int(getattr(result, "k", len(np.asarray(result.yi))))
     n_clusters = getattr(result, "n_clusters", None)
     if n_clusters is not None:
-        return f"k = {k} findings in {int(n_clusters)} studies"
+        return f"k = {k} findings in {int(n_clusters)} {CLUSTER_NOUNS.get(group_by, 'clusters')}"
     return f"k = {k}"
 
 
@@ -1048,7 +1065,7 @@ def forest_rows(result, *, data=None, subgroups=None, columns=None, sort=None, g
         label = summary_label or model_name(result)
         rows += [_Row("blank", keep=10**6)] if show_studies else []
         rows += _summary_rows(result, r_scale=r_scale, label=label, show_pi=show_pi, level=level,
-                              keep=10**6)
+                              keep=10**6, group_by=group_by)
         return rows, cols, r_scale, level
 
     if data is None:
@@ -1091,14 +1108,14 @@ def forest_rows(result, *, data=None, subgroups=None, columns=None, sort=None, g
         rows += part_rows
         rows += _summary_rows(summary, r_scale=r_scale, label="Subgroup estimate",
                               show_pi=show_pi, level=level, keep=keep * 10**4 + 9999, bold=False,
-                              weight_text="", note=fit is not None)
+                              weight_text="", note=fit is not None, group_by=group_by)
         rows.append(_Row("blank", keep=keep * 10**4 + 9999))
     if not show_studies:
         rows.append(_Row("blank", keep=10**6))
     if result is not None:
         label = summary_label or f"Overall: {model_name(result)}"
         rows += _summary_rows(result, r_scale=r_scale, label=label, show_pi=show_pi, level=level,
-                              keep=10**6)
+                              keep=10**6, group_by=group_by)
     stat = f"F({int(qb_df)}, {int(qb_df2)})" if qb_df2 is not None else f"Q({int(qb_df)})"
     rows.append(_Row("note", {"label": f"Test for subgroup differences: {stat} = {fmt_num(qb)}, "
                                        f"{fmt_p(qb_p)}"}, keep=10**6))
@@ -1238,16 +1255,19 @@ def interval_plot(table: IntervalTable, ax=None, *, overall=None, overall_label=
     if not (len(table.estimate) == len(table.ci_lower) == len(table.ci_upper) == n) or n == 0:
         raise DataError("interval plot: labels, estimate, ci_lower and ci_upper need the same, "
                         "non-zero length")
-    extra_keys = list(table.extra)
+    # extra["ci"], when given, replaces the estimate-and-CI text (e.g. a CI not reported)
+    extra_keys = [k for k in table.extra if k != "ci"]
     rows = []
     for i in range(n):
         est, lo, hi = (float(table.estimate[i]), float(table.ci_lower[i]), float(table.ci_upper[i]))
         if not all(np.isfinite([est, lo, hi])):
             raise DataError(f"interval plot: row {i + 1} ({table.labels[i]}) has a missing value")
-        cells = {"label": _truncate(_clean(table.labels[i]), 40), "ci": _est_text(est, lo, hi, r_scale)}
+        cells = {"label": _truncate(_clean(table.labels[i]), 48), "ci": _est_text(est, lo, hi, r_scale)}
         for key in extra_keys:
             value = table.extra[key][i]
             cells[key] = value if isinstance(value, str) else _clean(value)
+        if "ci" in table.extra:
+            cells["ci"] = str(table.extra["ci"][i])
         rows.append(_Row("point", cells, est=est, lo=lo, hi=hi, keep=i, band=-1))
     ref = None
     if overall is not None:
@@ -1305,73 +1325,74 @@ def leave_one_out_plot(loo, ax=None, *, overall=None, measure="ZCOR", level=95.0
 
 # --- funnel plot ---------------------------------------------------------------------------------
 
-def funnel_plot(result, ax=None, *, contours=True, filled=None, adjusted=None, width="single",
+def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single",
                 height_mm=None, font_size=FONT_SIZE, title=None, level=None):
-    """Funnel plot: effect (x, r axis for correlations) against standard error (y, 0 at the top).
-
-    Draws the pseudo confidence region around the model's estimate and, with ``contours=True``,
-    the contour-enhanced regions of significance around zero (p < .10, .05, .01; Peters et al.,
-    2008). ``filled`` = (yi, vi) of studies imputed by trim-and-fill, drawn as open circles;
-    ``adjusted`` = the trim-and-fill estimate, drawn as a dashed line. Returns the axes.
+    """Journal-style funnel plot: effect (x; r axis for correlations) against standard error
+    (y, 0 at the top), the pseudo confidence region around the model's estimate and, with
+    ``contours=True``, the contour-enhanced regions of significance around zero (Peters et al.,
+    2008). ``trimfill`` (a ``bias.TrimFillResult``) adds the filled studies as open circles and
+    the adjusted estimate as a dashed line. The geometry is ``plots_bias.funnel_data``'s (one
+    implementation); this function draws it at print size. Returns the axes.
     """
     import matplotlib
     from matplotlib.patches import Polygon
 
-    yi = np.asarray(result.yi, dtype=float)
-    vi = np.asarray(result.vi, dtype=float)
-    if yi.size == 0 or np.any(~np.isfinite(yi)) or np.any(~np.isfinite(vi)) or np.any(vi <= 0):
-        raise DataError("funnel plot: needs finite yi and positive vi")
+    from .plots_bias import CONTOUR_SHADES, funnel_data
+
+    d = funnel_data(result, trimfill=trimfill, level=level)
     r_scale = _is_r_scale(result, "auto")
-    level = float(level if level is not None else getattr(result, "level", 95))
-    crit = _crit(level)
-    est = float(result.estimate)
-    se = np.sqrt(vi)
-    fyi = fse = None
-    if filled is not None:
-        fyi = np.asarray(filled[0], dtype=float)
-        fse = np.sqrt(np.asarray(filled[1], dtype=float))
+    top = d["se_top"]
     with matplotlib.rc_context(journal_rc(font_size)):
         if ax is None:
             w = width_inches(width)
             h = (height_mm / MM_PER_INCH) if height_mm else w * 0.8
             fig = _new_figure(w, h)
             ax = fig.add_axes([0.14, 0.30, 0.82, 0.64 if not title else 0.58])
-        se_max = max(float(se.max()), float(fse.max()) if fse is not None and fse.size else 0.0)
-        se_top = se_max * 1.08
-        xs_all = np.concatenate([yi, fyi]) if fyi is not None else yi
-        half = crit * se_top
-        lo = min(float(xs_all.min()), est - half, -2.576 * se_top if contours else 0.0)
-        hi = max(float(xs_all.max()), est + half, 2.576 * se_top if contours else 0.0)
-        pad = 0.04 * (hi - lo)
-        lo, hi = lo - pad, hi + pad
-        if r_scale:
+        xs = np.concatenate([d["yi"], d["filled_yi"], d["pseudo_ci"]["lower"],
+                             d["pseudo_ci"]["upper"], [0.0]])
+        if contours:
+            z = max(c["z"] for c in d["contours"])
+            xs = np.concatenate([xs, [-z * top, z * top]])
+        pad = 0.04 * float(xs.max() - xs.min() or 1.0)
+        lo, hi = float(xs.min()) - pad, float(xs.max()) + pad
+        if r_scale:  # the r axis ends at +-R_AXIS_LIMIT; points beyond sit on the edge
             lo = max(lo, -math.atanh(R_AXIS_LIMIT))
             hi = min(hi, math.atanh(R_AXIS_LIMIT))
-        panel_pt = ax.get_position().width * ax.figure.get_figwidth() * PT_PER_INCH
         if contours:
-            shades = (("0.92", 1.645, 1.960, ".05 < p < .10"), ("0.82", 1.960, 2.576, ".01 < p < .05"),
-                      ("0.70", 2.576, 40.0, "p < .01"))
-            for colour, z_in, z_out, name in shades:
-                for sign in (-1, 1):
-                    poly = Polygon([(sign * z_in * 0, 0), (sign * z_in * se_top, se_top),
-                                    (sign * z_out * se_top, se_top), (0, 0)], closed=True,
-                                   facecolor=colour, edgecolor="none", zorder=0,
-                                   gid="funnel-contour", label=name if sign > 0 else None)
-                    ax.add_patch(poly)
-        ax.plot([est - half, est, est + half], [se_top, 0, se_top], color="black", lw=0.6,
-                ls=(0, (3, 2)), zorder=1, gid="funnel-region", label=f"{level:g}% pseudo CI")
-        ax.plot([est, est], [0, se_top], color="black", lw=0.7, zorder=1, gid="funnel-estimate")
-        if adjusted is not None:
-            ax.plot([adjusted, adjusted], [0, se_top], color="black", lw=0.7, ls=(0, (1, 1.5)),
-                    zorder=1, gid="funnel-adjusted", label="trim-and-fill estimate")
-        ax.scatter(np.clip(yi, lo, hi), se, s=12, color="black", lw=0, zorder=3, gid="funnel-points",
-                   label="studies", clip_on=False)
-        if fyi is not None and fyi.size:
-            ax.scatter(np.clip(fyi, lo, hi), fse, s=12, facecolors="white", edgecolors="black",
-                       lw=0.6, zorder=3, gid="funnel-filled", label="imputed (trim and fill)",
-                       clip_on=False)
-        ax.set_ylim(se_top, 0)
+            p_levels = [c["p"] for c in d["contours"]]
+            for reg in d["regions"]:
+                i = p_levels.index(reg["p_upper"])
+                label = None
+                if reg["side"] > 0:
+                    upper, lower = fmt_r(reg["p_upper"]), fmt_r(reg["p_lower"])
+                    label = f"p < {upper}" if reg["p_lower"] == 0 else f"{lower} < p < {upper}"
+                ax.add_patch(Polygon(reg["polygon"], closed=True,
+                                     facecolor=CONTOUR_SHADES[min(i, len(CONTOUR_SHADES) - 1)],
+                                     edgecolor="none", zorder=0, gid="funnel-contour",
+                                     label=label))
+        ci = d["pseudo_ci"]
+        ax.plot([ci["lower"][1], d["estimate"], ci["upper"][1]], [top, 0, top], color="black",
+                lw=0.6, ls=(0, (3, 2)), zorder=1, gid="funnel-pseudo-ci",
+                label=f"{d['level']:g}% pseudo CI")
+        ax.plot([d["estimate"]] * 2, [0, top], color="black", lw=0.7, zorder=1,
+                gid="funnel-estimate", label="model estimate")
+        if trimfill is not None and trimfill.k0 > 0:
+            ax.plot([d["adjusted_estimate"]] * 2, [0, top], color="black", lw=0.7,
+                    ls=(0, (1, 1.5)), zorder=1, gid="funnel-adjusted",
+                    label="trim-and-fill estimate")
+        ax.scatter(np.clip(d["yi"], lo, hi), d["se"], s=12, color="black", lw=0, zorder=3,
+                   gid="funnel-points", label="findings", clip_on=False)
+        if d["filled_yi"].size:
+            ax.scatter(np.clip(d["filled_yi"], lo, hi), d["filled_se"], s=12,
+                       facecolors="white", edgecolors="black", lw=0.6, zorder=3,
+                       gid="funnel-filled", label="filled (trim and fill)", clip_on=False)
+        ax.set_ylim(top, 0)
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "0" if v == 0 else fmt_r(v)))
         ax.set_ylabel("Standard error")
+        panel_pt = ax.get_position().width * ax.figure.get_figwidth() * PT_PER_INCH
         _set_effect_axis(ax, lo, hi, r_scale, panel_pt, font_size, fixed=True)
         ax.set_xlabel(_xlabel(r_scale))
         for side in ("right", "top"):
@@ -1427,6 +1448,11 @@ def bubble_plot(x, yi, vi, ax=None, *, fit=None, tau2=0.0, measure="ZCOR", xlabe
         panel_pt = ax.get_position().height * ax.figure.get_figheight() * PT_PER_INCH
         _set_effect_axis(ax, lo - pad, hi + pad, r_scale, panel_pt, font_size, fixed=True, axis="y")
         ax.axhline(0, color=_GREY, lw=0.5, zorder=0)
+        if np.all(x == np.round(x)):  # years and counts: whole-number ticks, no separators
+            from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Correlation r (Fisher z axis)" if r_scale else "Effect size")
         for side in ("right", "top"):

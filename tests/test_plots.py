@@ -354,6 +354,8 @@ def test_cumulative_and_leave_one_out_plots():
 
 
 def test_funnel_plot():
+    from metaalliance import bias
+
     df = simulated_findings(30, 13, multi=False)
     res = fit(df)
     ax = plots.funnel_plot(res)
@@ -365,9 +367,17 @@ def test_funnel_plot():
     line = artists(ax, "funnel-estimate")[0]
     assert line.get_xdata()[0] == pytest.approx(res.estimate, abs=EXACT)
     assert len(artists(ax, "funnel-contour")) == 6
-    filled = plots.funnel_plot(res, filled=([0.0, 0.05], [0.01, 0.02]), adjusted=0.2)
-    assert len(offsets(filled, "funnel-filled")) == 2
-    assert artists(filled, "funnel-adjusted")[0].get_xdata()[0] == 0.2
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == [".05 < p < .10", ".01 < p < .05", "p < .01"]
+    # a funnel with small studies missing on the left: trim and fill adds them
+    yi = df["yi"].to_numpy()
+    keep = ~((yi < res.estimate) & (df["vi"].to_numpy() > np.median(df["vi"])))
+    skewed = models.random_effects(yi[keep], df["vi"].to_numpy()[keep])
+    tf = bias.trim_and_fill(skewed)
+    assert tf.k0 > 0
+    ax = plots.funnel_plot(skewed, trimfill=tf)
+    assert len(offsets(ax, "funnel-filled")) == tf.k0
+    assert artists(ax, "funnel-adjusted")[0].get_xdata()[0] == pytest.approx(tf.fit.estimate)
 
 
 def test_bubble_plot():
