@@ -26,6 +26,7 @@ Example
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,7 +36,7 @@ import numpy as np
 
 from .errors import DataError, MetaAllianceWarning, OptionError
 from .options import check_option
-from .report import fmt_ci, fmt_est_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
+from .report import distinct_labels, fmt_ci, fmt_est_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
 
 # --- presets -----------------------------------------------------------------------------------
 
@@ -314,49 +315,98 @@ def _make_columns(keys, r_scale: bool, level: float, titles=None) -> list[_Colum
     return [c for c in cols if c.side == "left"] + [c for c in cols if c.side == "right"]
 
 
+def _place_columns(rows, columns, size: float, gap: float) -> tuple[float, float]:
+    """Measure every column at ``size`` and place it; returns the left and right block widths."""
+    left_cols = [c for c in columns if c.side == "left"]
+    right_cols = [c for c in columns if c.side == "right"]
+    spanning = _spanning(rows, left_cols)
+    for col in columns:
+        widths = [_text_width_pt(col.title, size, True)]
+        for r in rows:
+            if r.kind == "note" or (col.key == "label" and id(r) in spanning):
+                continue
+            extra = r.indent * size if col.key == "label" else 0.0
+            widths.append(_text_width_pt(r.cells.get(col.key, ""), size, r.bold) + extra)
+        col.width = max(widths)
+    block = sum(c.width for c in left_cols) + gap * (len(left_cols) - 1)
+    need = max([_text_width_pt(r.cells.get("label", ""), size, r.bold) + r.indent * size
+                for r in rows if id(r) in spanning] + [0.0])
+    if need > block:
+        left_cols[0].width += need - block
+    left = sum(c.width for c in left_cols) + gap * len(left_cols)
+    right = sum(c.width for c in right_cols) + gap * len(right_cols)
+    x = -left
+    for col in left_cols:
+        col.offset = x
+        x += col.width + gap
+    x = gap
+    for col in right_cols:
+        col.offset = x
+        x += col.width + gap
+    return left, right
+
+
+def _spanning(rows, left_cols) -> set:
+    """Rows with no other left cell (group heads, summaries) may span the whole left block."""
+    return {id(r) for r in rows if r.kind != "note"
+            and not any(r.cells.get(c.key) for c in left_cols[1:])}
+
+
+#: a short tail in parentheses that tells rows apart: a year '(2013)', a finding '(f4)'
+_KEEP_TAIL = re.compile(r"^(.*\S)\s+(\([^()]{1,12}\))$")
+
+
+def _shorten(text: str, budget: float, size: float, bold: bool) -> str:
+    """``text`` cut with an ellipsis to fit ``budget`` pt; a study label keeps its year:
+    'Bergman Nordgren et al. (2013)' -> 'Bergman Nord\u2026 (2013)'."""
+    if _text_width_pt(text, size, bold) <= budget:
+        return text
+    match = _KEEP_TAIL.match(text)
+    head, tail = (match.group(1), " " + match.group(2)) if match else (text, "")
+    while head and _text_width_pt(head + "\u2026" + tail, size, bold) > budget:
+        head = head[:-1].rstrip()
+    return head + "\u2026" + tail if head else _truncate(text, 4)
+
+
 def _layout(rows, columns, width_pt: float | None, font_size: float, gap_em: float = 1.2,
             fixed_panel: float | None = None) -> _Geometry:
-    """Column widths from the measured text; shrink the font until the panel keeps its share."""
+    """Column widths from the measured text. When the panel would get less than its share of
+    the width, the font shrinks to 6 pt, then long labels are shortened (keeping the year), then
+    the font shrinks to MIN_FONT_SIZE; only then is it an error. Shortened labels are changed
+    in ``rows``."""
     size = font_size
+    left_cols = [c for c in columns if c.side == "left"]
     while True:
         gap = gap_em * size
-        left_cols = [c for c in columns if c.side == "left"]
-        right_cols = [c for c in columns if c.side == "right"]
-        # a row with no other left cell (group heads, summaries) may span the whole left block
-        spanning = [r for r in rows if r.kind != "note"
-                    and not any(r.cells.get(c.key) for c in left_cols[1:])]
-        for col in columns:
-            widths = [_text_width_pt(col.title, size, True)]
-            for r in rows:
-                if r.kind == "note" or (col.key == "label" and r in spanning):
-                    continue
-                extra = r.indent * size if col.key == "label" else 0.0
-                widths.append(_text_width_pt(r.cells.get(col.key, ""), size, r.bold) + extra)
-            col.width = max(widths)
-        block = sum(c.width for c in left_cols) + gap * (len(left_cols) - 1)
-        need = max([_text_width_pt(r.cells.get("label", ""), size, r.bold) + r.indent * size
-                    for r in spanning] + [0.0])
-        if need > block:
-            left_cols[0].width += need - block
-        left = sum(c.width for c in left_cols) + gap * len(left_cols)
-        right = sum(c.width for c in right_cols) + gap * len(right_cols)
-        x = -left
-        for col in left_cols:
-            col.offset = x
-            x += col.width + gap
-        x = gap
-        for col in right_cols:
-            col.offset = x
-            x += col.width + gap
         margin = 0.5 * size
+        left, right = _place_columns(rows, columns, size, gap)
         if fixed_panel is not None:
             panel = fixed_panel
             break
+        target = MIN_PANEL_SHARE * width_pt
         panel = width_pt - left - right - 2 * margin
-        if panel >= MIN_PANEL_SHARE * width_pt or size <= MIN_FONT_SIZE:
+        if panel >= target:
+            break
+        if size <= 6.0:
+            # what the label column may take: the rest of the width after the other columns
+            others = sum(c.width for c in left_cols[1:]) + gap * len(left_cols)
+            budget = width_pt - right - 2 * margin - target - others
+            if budget >= 8 * size:
+                spanning = _spanning(rows, left_cols)
+                for r in rows:
+                    text = r.cells.get("label", "")
+                    if r.kind == "note" or not text:
+                        continue
+                    room = budget - r.indent * size + (others - gap if id(r) in spanning else 0)
+                    r.cells["label"] = _shorten(text, room, size, r.bold)
+                left, right = _place_columns(rows, columns, size, gap)
+                panel = width_pt - left - right - 2 * margin
+                if panel >= target - 1e-9:
+                    break
+        if size <= MIN_FONT_SIZE:
             break
         size = max(MIN_FONT_SIZE, size - 0.5)
-    if fixed_panel is None and panel < MIN_PANEL_SHARE * width_pt:
+    if fixed_panel is None and panel < MIN_PANEL_SHARE * width_pt - 1e-9:
         names = ", ".join(c.key for c in columns if c.key != "label")
         raise OptionError(
             f"the columns ({names}) do not fit in {width_pt / PT_PER_INCH * MM_PER_INCH:.0f} mm even at "
@@ -892,13 +942,16 @@ def _finding_rows(yi, vi, weights, frame, columns, *, sort, r_scale, level, grou
 
     if sort is not None:
         group_list.sort(key=group_key)
+    # two groups (e.g. two samples of one paper) with one label: add what tells them apart
+    heads = distinct_labels([_clean(frame.at[m[0], "label"]) for m in group_list],
+                            [str(frame.at[m[0], gcol]) for m in group_list])
     rows = []
     for g, members in enumerate(group_list):
         if sort == "estimate":
             members = sorted(members, key=lambda i: yi[i])
         band = band0 + g
         keep = keep0 + g
-        label = _truncate(_clean(frame.at[members[0], "label"]), max_chars)
+        label = _truncate(heads[g], max_chars)
         if len(members) > 1:
             rows.append(_Row("group", {"label": label}, band=band, keep=keep))
             varying = [f for f in _DESCRIPTOR_FIELDS if f in frame.columns and f not in keys

@@ -388,7 +388,7 @@ def _regression(df, fld: str, cfg) -> Step:
     return _captured(step, lambda: _three_level(sub, cfg, X, ["intrcpt", fld]))
 
 
-def _sample_labels(labels: list, samples: list) -> list:
+def distinct_labels(labels: list, samples: list) -> list:
     """The study label per sample; samples of one study get what tells their ids apart
     ('Jasper et al. (2014) icbt' for samples jasper2014working-icbt and -gcbt)."""
     import os
@@ -416,7 +416,7 @@ def _aggregate(df, cfg):
     first = df.groupby(df[cluster].astype(str), sort=False).agg(
         label=("label", "first"), year=("year", "min"))
     keys = [str(c) for c in agg.cluster]
-    labels = _sample_labels([str(first.at[c, "label"]) for c in keys], keys)
+    labels = distinct_labels([str(first.at[c, "label"]) for c in keys], keys)
     years = np.array([float(first.at[c, "year"]) for c in keys])
     m = cfg["model"]
     fit = models.random_effects(agg.yi, agg.vi, method=m["method"], test=m["test"],
@@ -1536,8 +1536,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
                 "files": {},
             }
             html_files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-            manifest["files"] = {f: None for f in html_files + ["index.html"]}
-            atomic_write(tmp / "index.html", html_report(analysis, tabs, figs, tmp, manifest))
+            manifest["files"] = {f: None for f in html_files + ["report.html"]}
+            atomic_write(tmp / "report.html", html_report(analysis, tabs, figs, tmp, manifest))
             manifest["files"] = {str(p.relative_to(tmp)): _sha256(p)
                                  for p in sorted(tmp.rglob("*")) if p.is_file()}
             manifest["seconds"] = round(time.monotonic() - start, 1)

@@ -144,7 +144,7 @@ def read_csv(path):
 
 def test_report_files(built):
     root, fdir, bib, config, out = built
-    for name in ("index.html", "report.md", "manifest.json", "tables/overall.csv",
+    for name in ("report.html", "report.md", "manifest.json", "tables/overall.csv",
                  "tables/overall.md", "tables/moderators.csv", "tables/bias.md",
                  "tables/comparison.csv", "tables/findings.csv", "figures/forest_main.pdf",
                  "figures/forest_main.png", "figures/funnel.pdf", "figures/funnel.png",
@@ -190,7 +190,7 @@ def test_moderators_match_the_engine(built):
     assert float(rows[0]["qm"]) == pytest.approx(fit.qm, rel=1e-12)
     assert [r["level"] for r in rows[1:]] == levels
     assert [int(r["k"]) for r in rows[1:]] == [int((main["rater"] == lv).sum()) for lv in levels]
-    html = (out / "index.html").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert "Moderators not tested" in html and "setting" in html  # one level only: not tested
 
 
@@ -214,7 +214,7 @@ def test_every_link_of_the_html_resolves_and_the_manifest_hashes_match(built):
     import hashlib
 
     root, fdir, bib, config, out = built
-    html = (out / "index.html").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
     links = set(re.findall(r"(?:href|src)='([^'#:]+)'", html))
     assert len(links) > 20
     for link in links:

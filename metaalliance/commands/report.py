@@ -10,7 +10,7 @@ Examples:
 The report holds the three-level pooled estimate (symptom-type outcomes; adherence, retention
 and dropout pooled apart), every moderator the data support, a meta-regression on year,
 sensitivity and publication-bias checks, forest and funnel plots (PDF + PNG), APA tables (CSV +
-Markdown), a results paragraph, the comparison with published syntheses, index.html linking
+Markdown), a results paragraph, the comparison with published syntheses, report.html linking
 all of it and manifest.json (data hash, versions, options, git commit). The folder is built
 beside --out and renamed into place when complete; --out may not lie inside data/."""
 
@@ -39,5 +39,5 @@ def run(args) -> int:
     if config is None and Path("analysis.toml").is_file():
         config = "analysis.toml"
     out = report.run(config, args.out, quiet=args.quiet, argv=["metaalliance", *sys.argv[1:]])
-    print(out / "index.html")
+    print(out / "report.html")
     return 0
