@@ -270,6 +270,8 @@ class _Row:
     indent: int = 0                # label indent in em
     bold: bool = False
     band: int = -1                 # study index for shading (-1: none)
+    block: int = -1                # subgroup block (-1: none); its head row is repeated on a
+                                   # page that starts inside the block
     keep: int = 0                  # rows with one keep id stay on one page
     marker: str = "square"         # square | point | diamond
 
@@ -759,7 +761,19 @@ def _page_chunks(rows, per_page: int):
     if current:
         pages.append(current)
     # a page must not start with a blank row
-    return [[r for k, r in enumerate(p) if not (k == 0 and r.kind == "blank")] for p in pages]
+    pages = [[r for k, r in enumerate(p) if not (k == 0 and r.kind == "blank")] for p in pages]
+    # a page that starts inside a subgroup block repeats the block's head, marked as continued
+    heads = {}
+    for r in rows:
+        if r.block >= 0 and r.kind == "group" and r.bold:
+            heads.setdefault(r.block, r)
+    for page in pages[1:]:
+        first = page[0] if page else None
+        if first is not None and first.block in heads and first is not heads[first.block]:
+            head = heads[first.block]
+            page.insert(0, _Row("group", {"label": f"{head.cells['label']} (continued)"},
+                                bold=True, keep=head.keep, block=head.block))
+    return pages
 
 
 def _render(rows, columns, *, ax, width, font_size, r_scale, xlim, xlabel, ref_line, title,
@@ -794,6 +808,8 @@ def _render(rows, columns, *, ax, width, font_size, r_scale, xlim, xlabel, ref_l
             page_pt = page_height_mm / MM_PER_INCH * PT_PER_INCH
             frame = sum(_frame_pt(geom.font_size, xlabel=bool(xlabel), title=True))
             per_page = max_rows or int((page_pt - frame) / geom.row_pt) - 1
+            if any(r.block >= 0 for r in rows):
+                per_page -= 1  # room for a repeated subgroup head
             chunks = _page_chunks(rows, max(per_page, 8))
         else:
             chunks = [rows]
@@ -1147,6 +1163,7 @@ def forest_rows(result, *, data=None, subgroups=None, columns=None, sort=None, g
                                   show_pi=False, level=level, keep=keep, bold=False, note=False,
                                   weight_text="")
             continue
+        first_row = len(rows)
         rows.append(_Row("group", {"label": head}, bold=True, keep=keep * 10**4))
         sub = frame.iloc[idx].reset_index(drop=True)
         yi, vi = yi_all[idx], vi_all[idx]
@@ -1163,6 +1180,8 @@ def forest_rows(result, *, data=None, subgroups=None, columns=None, sort=None, g
                               show_pi=show_pi, level=level, keep=keep * 10**4 + 9999, bold=False,
                               weight_text="", note=fit is not None, group_by=group_by)
         rows.append(_Row("blank", keep=keep * 10**4 + 9999))
+        for r in rows[first_row:]:
+            r.block = keep
     if not show_studies:
         rows.append(_Row("blank", keep=10**6))
     if result is not None:
@@ -1433,10 +1452,12 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
             ax.plot([d["adjusted_estimate"]] * 2, [0, top], color="black", lw=0.7,
                     ls=(0, (1, 1.5)), zorder=1, gid="funnel-adjusted",
                     label="trim-and-fill estimate")
-        ax.scatter(np.clip(d["yi"], lo, hi), d["se"], s=12, color="black", lw=0, zorder=3,
-                   gid="funnel-points", label="findings", clip_on=False)
+        # smaller points for many findings; a thin white rim keeps overlapping points apart
+        size = 14 if d["yi"].size < 100 else 8
+        ax.scatter(np.clip(d["yi"], lo, hi), d["se"], s=size, color="black", edgecolors="white",
+                   linewidths=0.3, zorder=3, gid="funnel-points", label="findings", clip_on=False)
         if d["filled_yi"].size:
-            ax.scatter(np.clip(d["filled_yi"], lo, hi), d["filled_se"], s=12,
+            ax.scatter(np.clip(d["filled_yi"], lo, hi), d["filled_se"], s=size,
                        facecolors="white", edgecolors="black", lw=0.6, zorder=3,
                        gid="funnel-filled", label="filled (trim and fill)", clip_on=False)
         ax.set_ylim(top, 0)
@@ -1476,7 +1497,8 @@ def bubble_plot(x, yi, vi, ax=None, *, fit=None, tau2=0.0, measure="ZCOR", xlabe
         raise DataError("bubble plot: x and yi must be finite and vi positive")
     r_scale = measure == "ZCOR"
     w = 1.0 / (vi + float(tau2))
-    sizes = 6 + 80 * w / w.max()
+    # circle area proportional to the weight; smaller circles when there are many
+    sizes = 4 + 80 * min(1.0, math.sqrt(40.0 / x.size)) * w / w.max()
     with matplotlib.rc_context(journal_rc(font_size)):
         if ax is None:
             wi = width_inches(width)
