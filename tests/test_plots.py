@@ -434,3 +434,52 @@ def test_multipage_pdf_and_numbered_pngs(tmp_path):
     assert [p.name for p in pngs] == [f"all-p{i}.png" for i in range(1, len(figs) + 1)]
     with pytest.raises(OptionError, match="format \\(file suffix\\): 'jpg' is not one of"):
         plots.save_figure(figs, tmp_path / "all.jpg")
+
+
+# --- the forest and funnel commands ---------------------------------------------------------------
+
+@pytest.fixture
+def sim_csv(tmp_path):
+    df = simulated_findings(25, 41)
+    path = tmp_path / "simulated.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_forest_command_writes_the_file(sim_csv, tmp_path, capsys):
+    from metaalliance.cli import main
+
+    out = tmp_path / "forest.png"
+    code = main(["forest", "--data", str(sim_csv), "--r", "r", "--n", "n", "--out", str(out),
+                 "--dpi", "150", "--width-mm", "129", "--columns", "n,ci", "--by", "rater"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] == int(129 / 25.4 * 150)  # matplotlib truncates to whole pixels
+
+
+def test_forest_command_three_level_pdf_and_errors(sim_csv, tmp_path, capsys):
+    from metaalliance.cli import main
+
+    out = tmp_path / "three.pdf"
+    assert main(["forest", "--data", str(sim_csv), "--r", "r", "--n", "n", "--out", str(out),
+                 "--cluster", "citekey", "--sort", "year"]) == 0
+    assert b"/FontFile2" in out.read_bytes()
+    capsys.readouterr()
+    assert main(["forest", "--data", str(sim_csv), "--r", "r", "--n", "n",
+                 "--out", str(tmp_path / "f.jpg")]) == 1
+    assert "the suffix must be one of .pdf, .svg, .eps, .png, .tiff" in capsys.readouterr().err
+    assert main(["forest", "--data", str(sim_csv), "--r", "r", "--n", "n", "--out", str(out),
+                 "--cluster", "citekey", "--method", "DL"]) == 1
+    assert "the three-level model is fitted by REML or ML, not DL" in capsys.readouterr().err
+
+
+def test_funnel_command(sim_csv, tmp_path, capsys):
+    from metaalliance.cli import main
+
+    out = tmp_path / "funnel.svg"
+    assert main(["funnel", "--data", str(sim_csv), "--r", "r", "--n", "n", "--out", str(out),
+                 "--trimfill"]) == 0
+    assert b"funnel-points" in out.read_bytes()
