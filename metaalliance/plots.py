@@ -853,28 +853,20 @@ def _est_text(est, lo, hi, r_scale: bool) -> str:
 
 
 def _model_weights(result) -> np.ndarray:
-    """Percent weights of the rows in the fitted model (``result.weights``); for a three-level
-    fit without them, the diagonal of the inverse marginal covariance, as metafor's
-    weights.rma.mv(type = "diagonal")."""
+    """Percent weights of the rows in the fitted model (``result.weights``: metafor's
+    weights(), for a three-level fit the diagonal of the inverse marginal covariance); for a
+    record without them, inverse-variance weights 1/(vi + tau^2)."""
     w = getattr(result, "weights", None)
     if w is not None:
         w = np.asarray(w, dtype=float)
         if w.shape == np.shape(result.yi) and np.all(np.isfinite(w)):
             return w
-    vi = np.asarray(result.vi, dtype=float)
-    sigma2 = getattr(result, "sigma2", None)
-    cluster = getattr(result, "cluster", None)
-    if sigma2 is not None and cluster is not None:
-        s_between, s_within = (float(s) for s in sigma2)
-        cluster = np.asarray(cluster)
-        diag = np.empty_like(vi)
-        for c in dict.fromkeys(cluster.tolist()):
-            idx = np.flatnonzero(cluster == c)
-            m = np.diag(vi[idx] + s_within) + s_between
-            diag[idx] = np.diag(np.linalg.inv(m))
-        return 100 * diag / diag.sum()
-    tau2 = float(getattr(result, "tau2", 0.0) or 0.0)
-    w = 1.0 / (vi + tau2)
+    return _iv_weights(result.vi, getattr(result, "tau2", 0.0) or 0.0)
+
+
+def _iv_weights(vi, tau2: float) -> np.ndarray:
+    """Random-effects weights 1/(vi + tau^2), in percent."""
+    w = 1.0 / (np.asarray(vi, dtype=float) + float(tau2))
     return 100 * w / w.sum()
 
 
@@ -1169,9 +1161,8 @@ def forest_rows(result, *, data=None, subgroups=None, columns=None, sort=None, g
         yi, vi = yi_all[idx], vi_all[idx]
         if fit is not None:
             w = _model_weights(fit)
-        else:  # pooled tau^2: inverse-variance weights within the subgroup
-            w = 1.0 / (vi + float(est.tau2))
-            w = 100 * w / w.sum()
+        else:  # a common tau^2: inverse-variance weights within the subgroup
+            w = _iv_weights(vi, est.tau2)
         part_rows = _finding_rows(yi, vi, w, sub, cols, sort=sort, r_scale=r_scale, level=level,
                                   group_by=group_by, keep0=keep * 10**4, band0=band0)
         band0 += len({r.band for r in part_rows})

@@ -57,8 +57,6 @@ def fmt_p(p, with_symbol: bool = True) -> str:
     if p < 0.001:
         return "p < .001" if with_symbol else "< .001"
     text = fmt_r(p, 3)
-    if text == "1.000":
-        text = "1.000"
     return f"p = {text}" if with_symbol else text
 
 
@@ -156,7 +154,7 @@ def load_config(path=None) -> dict:
     from pathlib import Path
 
     from .errors import OptionError
-    from .options import METHODS, SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
+    from .options import SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
 
     given = {}
     if path is not None:
@@ -174,7 +172,6 @@ def load_config(path=None) -> dict:
     check_option("model.test", m["test"], TESTS)
     if not 50 <= float(m["level"]) < 100:
         raise OptionError(f"{name}: model.level must lie in [50, 100), got {m['level']}")
-    assert set(METHODS) >= {"REML", "ML"}
     for fmt in cfg["report"]["formats"]:
         check_option("report.formats", fmt, ("pdf", "png", "svg", "eps", "tiff"))
     check_option("report.sort", cfg["report"]["sort"], ("estimate", "year", "label", "none"))
@@ -616,13 +613,12 @@ class Table:
                      self.note, self.csv_columns)
 
     def markdown(self) -> str:
-        if len(self.shown().columns) != len(self.columns):
-            return self.shown().markdown()
-        head = [h for _, h, _ in self.columns]
-        align = ["---" if kind == "text" else "---:" for _, _, kind in self.columns]
+        t = self.shown()
+        head = [h for _, h, _ in t.columns]
+        align = ["---" if kind == "text" else "---:" for _, _, kind in t.columns]
         lines = [f"**{self.title}**", "", "| " + " | ".join(head) + " |",
                  "| " + " | ".join(align) + " |"]
-        for cells in self.text_rows():
+        for cells in t.text_rows():
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if self.note:
             lines += ["", f"*Note.* {self.note}"]
@@ -631,16 +627,15 @@ class Table:
     def html(self) -> str:
         from html import escape
 
-        if len(self.shown().columns) != len(self.columns):
-            return self.shown().html()
+        t = self.shown()
         head = "".join(f"<th class='{'t' if kind == 'text' else 'n'}'>{escape(h)}</th>"
-                       for _, h, kind in self.columns)
+                       for _, h, kind in t.columns)
         body = []
-        for r, cells in zip(self.rows, self.text_rows()):
+        for r, cells in zip(t.rows, t.text_rows()):
             cls = " class='group'" if r.get("_group") else ""
             body.append(f"<tr{cls}>" + "".join(
                 f"<td class='{'t' if kind == 'text' else 'n'}'>{escape(c)}</td>"
-                for c, (_, _, kind) in zip(cells, self.columns)) + "</tr>")
+                for c, (_, _, kind) in zip(cells, t.columns)) + "</tr>")
         note = f"<p class='note'><em>Note.</em> {escape(self.note)}</p>" if self.note else ""
         return (f"<table id='table-{self.name}'><caption>{escape(self.title)}</caption>"
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}")
