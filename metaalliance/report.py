@@ -859,7 +859,8 @@ def _bias_table(a: Analysis) -> Table:
         f = t.fit
         rows.append({"test": f"Trim and fill ({t.estimator})", "statistic": t.k0,
                      "estimate_r": math.tanh(f.estimate),
-                     "result": f"{t.k0} sample(s) imputed on the {t.side}; adjusted r = "
+                     "result": f"{t.k0} sample{'s' if t.k0 != 1 else ''} imputed on the "
+                               f"{t.side}; adjusted r = "
                                f"{fmt_est_ci(math.tanh(f.estimate), math.tanh(f.ci_lower), math.tanh(f.ci_upper))}"})
     if b.pet_peese is not None:
         pp = b.pet_peese
@@ -886,6 +887,12 @@ def _r_ci(fit) -> str:
 
     return (f"r = {fmt_r(math.tanh(fit.estimate))}, {fit.level:g}% CI "
             f"{fmt_ci(math.tanh(fit.ci_lower), math.tanh(fit.ci_upper))}")
+
+
+def _count_word(n: int) -> str:
+    """APA: numbers below 10 in words."""
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[n] if 0 <= n < 10 else fmt_int(n)
 
 
 def summary_paragraph(a: Analysis) -> str:
@@ -927,17 +934,21 @@ def summary_paragraph(a: Analysis) -> str:
         sig = [m for m in a.moderators if m.subgroups.q_between_pvalue < 0.05]
         rest = [m for m in a.moderators if m not in sig]
         if sig:
-            text = (f"Of {len(a.moderators)} moderators tested, the estimates differed between "
+            text = (f"Of the {_count_word(len(a.moderators))} moderators tested, the estimates "
+                    f"differed between "
                     f"levels of {'; '.join(test(m) for m in sig)}")
             if rest:
                 text += f", but not of {'; '.join(test(m) for m in rest)}"
         else:
-            text = (f"None of the {len(a.moderators)} moderators tested showed differences "
+            text = (f"None of the {_count_word(len(a.moderators))} moderators tested showed "
+                    "differences "
                     f"between its levels ({'; '.join(test(m) for m in rest)})")
         parts.append(text + ".")
     if a.skipped:
-        parts.append(f"{len(a.skipped)} tagged moderator(s) had too few findings per level to "
-                     f"be tested ({', '.join(fld.replace('_', ' ') for fld, _ in a.skipped)}).")
+        n = len(a.skipped)
+        parts.append(f"{_count_word(n).capitalize()} tagged moderator{'s' if n != 1 else ''} "
+                     f"had too few findings per level to be tested "
+                     f"({', '.join(fld.replace('_', ' ') for fld, _ in a.skipped)}).")
     for step in a.regressions:
         if step.ok:
             c = step.result.coefficients[1]
@@ -956,7 +967,8 @@ def summary_paragraph(a: Analysis) -> str:
         if b.trimfill is not None:
             t = b.trimfill
             if t.k0 > 0:
-                bits.append(f"trim and fill imputed {t.k0} sample(s) on the {t.side}, giving an "
+                bits.append(f"trim and fill imputed {_count_word(t.k0)} "
+                            f"sample{'s' if t.k0 != 1 else ''} on the {t.side}, giving an "
                             f"adjusted {_r_ci(t.fit)}")
             else:
                 bits.append("trim and fill imputed no samples")
