@@ -100,8 +100,14 @@ class BibEntry:
         names = self.authors
         raw = self.fields.get("author", "")
         year = self.year or "n.d."
-        if not names:
-            return f"{self.key} ({year})"
+        if not names:  # authors not read: a short title, else the journal or the URL's host
+            title = re.sub(r"[{}]", "", self.fields.get("title", "")).split()
+            if title:
+                short = " ".join(title[:4]) + (" ..." if len(title) > 4 else "")
+                return f"\u201c{short}\u201d ({year})"
+            where = self.fields.get("journal") or re.sub(
+                r"^https?://([^/]+).*$", r"\1", self.fields.get("url", ""))
+            return f"Anonymous, {where} ({year})" if where else f"Anonymous ({year})"
         if len(names) == 1 and "others" not in raw.lower():
             return f"{names[0]} ({year})"
         if len(names) == 2 and "others" not in raw.lower():

@@ -156,3 +156,18 @@ def test_shipped_validate_command_runs_clean():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("fields,label", [
+    ({"author": "Webb, Christian A. and DeRubeis, Robert J.", "year": "2011"}, "Webb & DeRubeis (2011)"),
+    ({"author": "Misdrahi, D. and Petit, M. and others"}, "Misdrahi et al. (n.d.)"),
+    ({"author": "{G\\'o}mez Penedo, Juan Martin", "year": "2020"}, "Gómez Penedo (2020)"),
+    ({"title": "Understanding Components of Therapeutic Alliance", "year": "2022"},
+     "\u201cUnderstanding Components of Therapeutic ...\u201d (2022)"),
+    ({"url": "https://revista.example.org/a/727", "year": "2025"},
+     "Anonymous, revista.example.org (2025)"),
+])
+def test_labels_from_bib(fields, label):
+    body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items())
+    entries, problems = findings.parse_bib(f"@article{{x2000y,\n{body}\n}}\n")
+    assert problems == [] and entries["x2000y"].label == label
