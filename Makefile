@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 analyze: $(STAMP)
+	$(BIN)/metaalliance validate
+	$(BIN)/metaalliance summary
 	$(BIN)/metaalliance report --config analysis.toml --out results
 
 test: $(STAMP)
