@@ -65,6 +65,31 @@ def _selection_parent() -> argparse.ArgumentParser:
     return p
 
 
+def _level(text: str) -> float:
+    """--level: a confidence level in percent, strictly between 0 and 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 100 (percent)")
+    return value
+
+
+def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartung, t/F)"):
+    """The model flags every analysis command shares (--method, --test, --level); returns the
+    argument group so a command can add its own model flags to it."""
+    from .options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help=f"tau^2 estimator (default {DEFAULT_METHOD}; EE = equal effects)")
+    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS), help=test_help)
+    g.add_argument("--level", type=_level, default=95.0,
+                   help="confidence level in %% (default 95)")
+    return g
+
+
 @dataclass
 class Selection:
     """What a subcommand analyses: the kept rows and their yi/vi (z scale for r data)."""
@@ -75,6 +100,7 @@ class Selection:
     measure: str           # "ZCOR" or "generic"
     omitted: int
     source: str            # "curated" or the CSV path
+    rows: object = None    # CSV: each kept row's number as a spreadsheet shows it (header = 1)
 
 
 def _parse_where(items):
@@ -134,8 +160,10 @@ def select(args, *, required_columns=()) -> Selection:
     from . import findings
     df = findings.load(getattr(args, "findings", None), getattr(args, "bib", None))
     df = apply_where(df, where, "the curated dataset")
+    n_apart = 0
     if not getattr(args, "all_domains", False) and not any(f == "outcome_domain" for f, _ in where):
         apart = df["outcome_domain"].isin(SEPARATE_DOMAINS)
+        n_apart = int(apart.sum())
         if apart.any():
             note(f"{int(apart.sum())} adherence/retention/dropout finding(s) analysed apart "
                  "(use --where outcome_domain=... or --all-domains to include them)")
@@ -144,8 +172,13 @@ def select(args, *, required_columns=()) -> Selection:
         if col not in df.columns:
             raise OptionError(f"the curated dataset has no column {col!r}")
     if df.empty:
-        raise DataError("no findings left after the selection "
-                        f"({' '.join('--where ' + f + '=' + ','.join(v) for f, v in where)})")
+        if where:
+            raise DataError("no findings left after the selection "
+                            f"({' '.join('--where ' + f + '=' + ','.join(v) for f, v in where)})")
+        folder = getattr(args, "findings", None) or findings.DEFAULT_FINDINGS
+        hint = (f" ({n_apart} adherence/retention/dropout finding(s) are analysed apart; "
+                "--all-domains includes them)" if n_apart else "")
+        raise DataError(f"{findings.display_path(folder)}: no findings to analyse{hint}")
     df = df.reset_index(drop=True)
     labels = [f"{lab} {fid}" if (df["citekey"] == ck).sum() > 1 else lab
               for lab, fid, ck in zip(df["label"], df["finding_id"], df["citekey"])]
@@ -192,7 +225,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output_path(args) -> None:
+    """Refuse an ``--out`` that would write into the curated data or over an input.
+
+    Protected: the shipped data/ folder and references.bib, the ``--findings`` folder and
+    ``--bib`` file of this run, and the ``--data`` CSV. Raises OptionError.
+    """
+    from pathlib import Path
+
+    from .errors import OptionError
+    from .findings import DEFAULT_BIB, DEFAULT_FINDINGS, display_path, is_inside
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    folders = [DEFAULT_FINDINGS.parent]
+    if getattr(args, "findings", None):
+        folders.append(Path(args.findings))
+    for folder in folders:
+        if is_inside(out, folder):
+            raise OptionError(f"--out {out}: inside {display_path(folder)}, the curated data; "
+                              "write elsewhere (e.g. --out results/...)")
+    files = [(DEFAULT_BIB, "the curated bibliography")]
+    if getattr(args, "bib", None):
+        files.append((Path(args.bib), "the bibliography"))
+    if getattr(args, "data", None):
+        files.append((Path(args.data), "the input data"))
+    for path, what in files:
+        if is_inside(out, path):
+            raise OptionError(f"--out {out}: that is {display_path(path)}, {what}; "
+                              "write elsewhere")
+
+
+def _error_lines(exc, args) -> list[str]:
+    """The lines printed for a MetaAllianceError: one per problem, each naming the input."""
+    from .errors import DataError, ModelError
+
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if getattr(exc, "problems", None):
+        return lines
+    data = getattr(args, "data", None)
+    if data and isinstance(exc, (DataError, ModelError)):
+        from .findings import display_path
+
+        name = display_path(data)
+        lines = [ln if ln.startswith(name + ":") else f"{name}: {ln}" for ln in lines]
+    return [f"error: {ln}" for ln in lines]
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code.
+
+    0 success; 1 a problem with the input or the options (one line per problem on stderr,
+    never a traceback); 2 usage (argparse); 70 an internal error, i.e. a bug (one line; the
+    traceback with METAALLIANCE_DEBUG=1); 130 interrupted.
+    """
+    import os
     import warnings
 
     from .errors import MetaAllianceError
@@ -204,20 +292,33 @@ def main(argv=None) -> int:
         return 2
     warnings.showwarning = _show_warning
     try:
+        check_output_path(args)
         return int(args.run(args) or 0)
     except MetaAllianceError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"error: {line}" if not getattr(exc, "problems", None) else line,
-                  file=sys.stderr)
+        for line in _error_lines(exc, args):
+            print(line, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    except MemoryError:
+        print("error: not enough memory for this analysis; select fewer rows (--where) or use "
+              "a machine with more memory", file=sys.stderr)
         return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("METAALLIANCE_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:200]
+        print(f"internal error: {type(exc).__name__}: {first} (a bug in metaalliance; "
+              "please report it with the command; METAALLIANCE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

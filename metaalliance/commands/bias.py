@@ -19,17 +19,13 @@ one-sided t-test at --alpha in the direction of the pooled estimate (Stanley & D
 def register(sub, common):
     import argparse
 
-    from ..options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS
+    from ..cli import add_model_options
+    from ..options import SIDES, TRIMFILL_ESTIMATORS
 
     p = sub.add_parser("bias", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"tau^2 estimator (default {DEFAULT_METHOD}; EE = equal effects)")
-    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS),
-                   help="z (normal) or knha (Knapp-Hartung): used by Egger's test, as regtest()")
-    g.add_argument("--level", type=float, default=95.0, help="confidence level in %% (95)")
+    g = add_model_options(p, "z (normal) or knha (Knapp-Hartung): used by Egger's test, as regtest()")
     b = p.add_argument_group("bias analyses")
     b.add_argument("--estimator", default="L0", choices=list(TRIMFILL_ESTIMATORS),
                    help="trim-and-fill estimator of the number of missing studies (L0)")

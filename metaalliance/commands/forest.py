@@ -33,20 +33,10 @@ def add_figure_options(p, width_mm: float) -> None:
     g.add_argument("--title", help="a title above the figure (journals usually want none)")
 
 
-def add_model_options(p) -> None:
-    from ..options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
-
-    g = p.add_argument_group("model")
-    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"tau^2 estimator (default {DEFAULT_METHOD})")
-    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS),
-                   help="z (normal) or knha (Knapp-Hartung)")
-    g.add_argument("--level", type=float, default=95.0, help="confidence level in %% (95)")
-
-
 def register(sub, common):
     import argparse
 
+    from ..cli import add_model_options
     from ..options import TAU2_MODELS
 
     p = sub.add_parser("forest", help=HELP, description=HELP, epilog=EPILOG,

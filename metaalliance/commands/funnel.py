@@ -16,7 +16,8 @@ treated as independent here, as in `metaalliance bias`."""
 def register(sub, common):
     import argparse
 
-    from .forest import add_figure_options, add_model_options
+    from ..cli import add_model_options
+    from .forest import add_figure_options
 
     p = sub.add_parser("funnel", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],

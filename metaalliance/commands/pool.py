@@ -19,17 +19,13 @@ columns enter as numbers; factor(col) makes a numeric column categorical."""
 def register(sub, common):
     import argparse
 
-    from ..options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TAU2_MODELS, TESTS
+    from ..cli import add_model_options
+    from ..options import TAU2_MODELS
 
     p = sub.add_parser("pool", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"tau^2 estimator (default {DEFAULT_METHOD}; EE = equal effects)")
-    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS),
-                   help="z (normal) or knha (Knapp-Hartung, t/F)")
-    g.add_argument("--level", type=float, default=95.0, help="confidence level in %% (95)")
+    g = add_model_options(p, "z (normal) or knha (Knapp-Hartung, t/F)")
     g.add_argument("--by", metavar="FIELD", help="subgroup analysis by this column")
     g.add_argument("--tau2-model", default="separate", choices=list(TAU2_MODELS),
                    help="subgroups: a tau^2 per subgroup (separate) or one common tau^2 (pooled)")
@@ -81,9 +77,32 @@ def run(args) -> int:
     return pool_selection(sel, args, required)
 
 
-def _numeric_if_possible(df, cols):
-    """CSV moderator columns arrive as text: make a column numeric when all its values are."""
+def _which(sel, mask, n=10) -> str:
+    """' (rows 3, 7)' for a CSV selection, ' (file finding id, ...)' for curated data."""
+    import numpy as np
+
+    idx = np.flatnonzero(mask)
+    if getattr(sel, "rows", None) is not None:
+        items = [str(sel.rows[i]) for i in idx[:n]]
+        return f" (rows {', '.join(items)}{' ...' if idx.size > n else ''})"
+    df = sel.frame.reset_index(drop=True)
+    if {"file", "finding_id"} <= set(df.columns):
+        items = [f"{df['file'][i]} finding {df['finding_id'][i]}" for i in idx[:n]]
+        return f" ({', '.join(items)}{' ...' if idx.size > n else ''})"
+    return ""
+
+
+def _numeric_if_possible(df, cols, source="data"):
+    """CSV moderator columns arrive as text: make a column numeric when all its values are.
+
+    A column that is mostly numbers with some text stays categorical, with a warning naming
+    the first text value (a typo in a numeric moderator would otherwise silently turn it
+    into one dummy per value)."""
+    import warnings
+
     import pandas as pd
+
+    from ..errors import MetaAllianceWarning
 
     for c in cols:
         s = df[c]
@@ -92,6 +111,11 @@ def _numeric_if_possible(df, cols):
         conv = pd.to_numeric(s, errors="coerce")
         if conv.notna().sum() == s.notna().sum() and s.notna().any():
             df[c] = conv
+        elif conv.notna().sum() > s.notna().sum() / 2:
+            bad = s[conv.isna() & s.notna()].astype(str).iloc[0]
+            warnings.warn(f"{source}: moderator {c}: {bad!r} is not a number, so {c} is "
+                          "treated as categorical (one coefficient per value); fix the value "
+                          f"if {c} is meant as a number", MetaAllianceWarning)
     return df
 
 
@@ -116,16 +140,21 @@ def pool_selection(sel, args, used=()) -> int:
             if col.dtype == object or str(col.dtype).startswith("str"):
                 miss = miss | (col.astype(str).str.strip() == "").to_numpy()
             missing = missing | miss
+        if missing.all():
+            from ..errors import DataError
+
+            raise DataError(f"{sel.source}: every row has a missing value in {', '.join(used)}")
         if missing.any():
             n = int(missing.sum())
-            warnings.warn(f"omitted {n} row(s) with a missing value in {', '.join(used)}",
-                          MetaAllianceWarning)
+            warnings.warn(f"{sel.source}: omitted {n} row(s) with a missing value in "
+                          f"{', '.join(used)}{_which(sel, missing)}", MetaAllianceWarning)
             omitted += n
             keep = ~missing
             df = df[keep].reset_index(drop=True)
             yi, vi = yi[keep], vi[keep]
             labels = [lb for lb, kp in zip(labels, keep) if kp]
-        df = _numeric_if_possible(df, [c for c in used if c != args.by and c != args.cluster])
+        df = _numeric_if_possible(df, [c for c in used if c != args.by and c != args.cluster],
+                                  sel.source)
     common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
                   measure=sel.measure)
     if args.cluster:

@@ -19,17 +19,12 @@ independent here, as in `pool` without --cluster."""
 def register(sub, common):
     import argparse
 
-    from ..options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
+    from ..cli import add_model_options
 
     p = sub.add_parser("sensitivity", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"tau^2 estimator (default {DEFAULT_METHOD}; EE = equal effects)")
-    g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS),
-                   help="z (normal) or knha (Knapp-Hartung, t)")
-    g.add_argument("--level", type=float, default=95.0, help="confidence level in %% (95)")
+    add_model_options(p, "z (normal) or knha (Knapp-Hartung, t)")
     s = p.add_argument_group("sensitivity analyses")
     s.add_argument("--order", metavar="COL",
                    help="cumulative analysis: add findings in the order of this column "
