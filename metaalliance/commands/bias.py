@@ -25,7 +25,8 @@ def register(sub, common):
     p = sub.add_parser("bias", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = add_model_options(p, "z (normal) or knha (Knapp-Hartung): used by Egger's test, as regtest()")
+    add_model_options(p, "z (normal) or knha (Knapp-Hartung): used by Egger's test, as "
+                         "regtest()")
     b = p.add_argument_group("bias analyses")
     b.add_argument("--estimator", default="L0", choices=list(TRIMFILL_ESTIMATORS),
                    help="trim-and-fill estimator of the number of missing studies (L0)")
