@@ -486,7 +486,37 @@ def load(findings_dir=None, bib=None):
         raise ValidationError(ds.problems)
     df = pd.DataFrame(list(_rows(ds)), columns=COLUMNS)
     df["year"] = df["year"].astype("Int64")
+    df["label"] = _distinct_labels(df["label"].tolist(), df["citekey"].tolist())
     return df
+
+
+def _distinct_labels(labels, citekeys):
+    """APA's rule for two works with the same author-date label: "Smith et al. (2010a)",
+    "(2010b)", ... (letters in citekey order), so that no two studies share a label."""
+    keys_of: dict[str, list[str]] = {}
+    for lab, ck in zip(labels, citekeys):
+        keys_of.setdefault(lab, [])
+        if ck not in keys_of[lab]:
+            keys_of[lab].append(ck)
+    out = []
+    for lab, ck in zip(labels, citekeys):
+        keys = sorted(keys_of[lab])
+        if len(keys) > 1 and lab.endswith(")"):
+            letter = _letters(keys.index(ck))
+            sep = "-" if lab.endswith("n.d.)") else ""
+            lab = f"{lab[:-1]}{sep}{letter})"
+        out.append(lab)
+    return out
+
+
+def _letters(i: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa ..."""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(97 + r) + s
+    return s
 
 
 def data_hash(findings_dir=None, bib=None) -> str:

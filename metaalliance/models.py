@@ -43,6 +43,9 @@ from .results import (Coefficient, MetaRegressionResult, RandomEffectsResult, Su
 MEASURES = ("ZCOR", "generic")
 #: metafor permutest's comptol (.Machine$double.eps^0.5): ties in permutation statistics
 COMPTOL = float(np.finfo(float).eps ** 0.5)
+#: metafor warns when max(vi) / min(vi) reaches this ("Ratio of largest to smallest sampling
+#: variance extremely large. May not be able to obtain stable results.")
+VI_RATIO_WARN = 1e7
 #: permutation columns fitted per vectorised batch (bounds memory)
 PERM_CHUNK = 2048
 INTERCEPT = "intrcpt"
@@ -126,6 +129,11 @@ def _fit(y, v, X, names, method, test, level):
     elif k <= p:
         raise ModelError(f"the model has {p} coefficients but only {k} studies; "
                          "a model needs more studies than coefficients")
+    ratio = float(v.max() / v.min())
+    if ratio >= VI_RATIO_WARN:
+        warnings.warn(f"the largest sampling variance is {ratio:.3g} times the smallest "
+                      f"(>= {VI_RATIO_WARN:g}): results may be numerically unstable "
+                      "(as metafor warns)", MetaAllianceWarning, stacklevel=3)
     if method == "EE" and test == "knha":
         warnings.warn("the Knapp-Hartung method is not meant for EE models (as metafor warns)",
                       MetaAllianceWarning, stacklevel=3)
@@ -418,6 +426,20 @@ def design_matrix(data, formula: str):
             s = s.astype(str).where(~s.isna(), None)
         label = (lambda lv: "TRUE" if lv is True else "FALSE" if lv is False else
                  (f"{lv:g}" if isinstance(lv, float) else str(lv)))
+        if len(levels) < 2:
+            # R's model.matrix stops here ("contrasts can be applied only to factors with 2
+            # or more levels"); dropping the term silently would fit another model
+            found = f"one level, {label(levels[0])!r}," if levels else "no values"
+            raise ModelError(f"formula: {t} has {found} in the {int(keep.sum())} row(s) used; "
+                             "a categorical moderator needs at least 2 levels")
+        sv = s[keep] if not isinstance(s.dtype, pd.CategoricalDtype) else sk
+        single = [label(lv) for lv in levels if int((sv == lv).sum()) == 1]
+        if single:
+            what = (f"level {single[0]!r} occurs" if len(single) == 1 else
+                    f"levels {', '.join(map(repr, single))} each occur")
+            warnings.warn(f"formula: {t}: {what} in one row only; what the model says about "
+                          f"{'it' if len(single) == 1 else 'them'} rests on that one study",
+                          MetaAllianceWarning, stacklevel=3)
         # without an intercept R codes the first factor with all its levels
         use = levels if (not intercept and first_factor) else levels[1:]
         first_factor = False
@@ -686,6 +708,22 @@ def _levels(groups):
     return s.to_numpy(), levels
 
 
+def _in_subgroup(where, fn, *args):
+    """``fn(*args)`` with its warnings and errors prefixed by the subgroup they concern."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(*args)
+        except (DataError, ModelError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+    for w in caught:
+        if issubclass(w.category, MetaAllianceWarning):
+            warnings.warn(f"{where}: {w.message}", w.category, stacklevel=3)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out
+
+
 def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="separate",
               labels=None, measure="ZCOR", by="group"):
     """Pooled estimate per subgroup and a test of subgroup differences.
@@ -730,8 +768,9 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
             if test == "knha" and sel.sum() < 2:
                 raise ModelError(f"subgroup {by} = {lv!s} has k = 1: the Knapp-Hartung test "
                                  "needs k >= 2 in every subgroup")
-            res = random_effects(y[sel], v[sel], method, test, level,
-                                 [lb for lb, s_ in zip(labels, sel) if s_], measure)
+            res = _in_subgroup(f"subgroup {by} = {lv!s}", random_effects, y[sel], v[sel],
+                               method, test, level, [lb for lb, s_ in zip(labels, sel) if s_],
+                               measure)
             models[str(lv)] = res
             rows.append(SubgroupEstimate(str(lv), res.k, res.estimate, res.se, res.stat,
                                          res.pvalue, res.ci_lower, res.ci_upper, res.pi_lower,

@@ -55,6 +55,14 @@ def _f(x):
     return None if math.isnan(x) else x
 
 
+def _fallback(out: dict, res) -> None:
+    """After a fallback the JSON says so: ``method_used`` (the estimator whose tau^2 the
+    numbers use) and ``converged: false``; absent when the requested method converged."""
+    if not res.converged or res.method_used != res.method:
+        out["method_used"] = res.method_used
+        out["converged"] = bool(res.converged)
+
+
 def _fmt(x, digits=4):
     if x is None:
         return "NA"
@@ -143,6 +151,7 @@ class RandomEffectsResult:
             "i2": self.i2, "i2_ci_lower": self.i2_ci_lower, "i2_ci_upper": self.i2_ci_upper,
             "h2": self.h2, "q": self.q, "q_df": self.q_df, "q_pvalue": self.q_pvalue,
         }
+        _fallback(out, self)
         if self.measure == "ZCOR":
             out["back_transformed"] = self.back_transformed()
         return out
@@ -299,6 +308,7 @@ class MetaRegressionResult:
                "tau2": self.tau2, "qm": self.qm, "qm_df": self.qm_df,
                "qm_pvalue": self.qm_pvalue, "qe": self.qe, "qe_df": self.qe_df,
                "qe_pvalue": self.qe_pvalue, "r2": self.r2}
+        _fallback(out, self)
         if self.qm_df2 is not None:
             out["qm_df2"] = self.qm_df2
         if self.permutations is not None:
@@ -428,8 +438,14 @@ class SubgroupResult:
     omitted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"by": self.by, "tau2_model": self.tau2_model,
-               "subgroups": [s.to_dict() for s in self.subgroups],
+        rows = []
+        for s in self.subgroups:
+            d = s.to_dict()
+            fit = self.models.get(s.level if self.tau2_model == "separate" else "pooled")
+            if fit is not None:
+                _fallback(d, fit)
+            rows.append(d)
+        out = {"by": self.by, "tau2_model": self.tau2_model, "subgroups": rows,
                "q_between": self.q_between, "q_between_df": self.q_between_df,
                "q_between_pvalue": self.q_between_pvalue}
         if self.q_between_df2 is not None:

@@ -37,10 +37,27 @@ def read_csv(path):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{name}: cannot read as CSV: {first}") from None
     df.columns = [str(c).strip() for c in df.columns]
-    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    # pandas renames a repeated name ("r", "r" -> "r", "r.1"), so look at the header itself
+    header = _header_cells(path)
+    names = header if len(header) == len(df.columns) else list(df.columns)
+    dupes = sorted({c for c in names if c and names.count(c) > 1})
     if dupes:
         raise DataError(f"{name}: duplicate column name(s): {', '.join(dupes)}")
     return df
+
+
+def _header_cells(path) -> list[str]:
+    """The first non-blank record of a CSV file, as the csv module reads it (stripped)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            for row in csv.reader(fh, skipinitialspace=True):
+                if row:
+                    return [c.strip() for c in row]
+    except (csv.Error, UnicodeDecodeError):   # pandas read it; fall back to its names
+        pass
+    return []
 
 
 def numeric_column(df, col: str, name: str):
@@ -123,19 +140,45 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
             i = bad[0]
             raise DataError(f"{name}: row {rows[i]}: {vi}: {v[i]:g} must be > 0 "
                             "(a sampling variance)")
-    if label:
-        labels = df[label].astype(str).tolist()
+    label_col = label or next((c for c in ("label", "study", "author", "citekey")
+                               if c in df.columns), None)
+    if label_col:
+        labels = unique_labels([str(x).strip() for x in df[label_col]], rows, name, label_col)
     else:
-        for cand in ("label", "study", "author", "citekey"):
-            if cand in df.columns:
-                labels = df[cand].astype(str).tolist()
-                break
-        else:
-            labels = [f"row {x}" for x in rows]
+        labels = [f"row {x}" for x in rows]
     df = df.drop(columns="_row")
     for c, col_values in values.items():
         if c in (r, n, yi, vi):
             df[c] = col_values
     df["yi"], df["vi"] = y, v
     return dict(frame=df, yi=np.asarray(y, dtype=float), vi=np.asarray(v, dtype=float),
-                labels=labels, measure=measure, omitted=omitted, source=name)
+                labels=labels, measure=measure, omitted=omitted, source=name,
+                rows=[int(x) for x in rows])
+
+
+def unique_labels(labels, rows, name: str, col: str) -> list[str]:
+    """Labels made unique as metafor makes ``slab`` unique: a label used by several rows
+    becomes label.1, label.2, ... (in row order), with one warning naming them; an empty
+    label becomes "row N"."""
+    from collections import Counter
+
+    labels = [lab if lab else f"row {r}" for lab, r in zip(labels, rows)]
+    counts = Counter(labels)
+    dups = [lab for lab, c in counts.items() if c > 1]
+    if not dups:
+        return labels
+    seen: Counter = Counter()
+    out = []
+    for lab in labels:
+        if counts[lab] > 1:
+            seen[lab] += 1
+            out.append(f"{lab}.{seen[lab]}")
+        else:
+            out.append(lab)
+    first = dups[0]
+    where = ", ".join(str(r) for lab, r in zip(labels, rows) if lab == first)
+    more = f" and {len(dups) - 1} more label(s)" if len(dups) > 1 else ""
+    warnings.warn(f"{name}: {col}: {first!r} labels rows {where}{more}; numbered "
+                  f"{first}.1, {first}.2 ... as metafor does (several findings of one study? "
+                  f"--cluster {col} models them as dependent)", MetaAllianceWarning)
+    return out

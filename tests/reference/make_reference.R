@@ -4,7 +4,7 @@
 # package versions; the Python tests read only the JSON, so neither users nor CI need R.
 # chdir: univariate.R writes next to itself; the other two write from the repository root.
 scripts <- list(c("univariate.R", "TRUE"), c("multilevel.R", "FALSE"),
-                c("bias_sensitivity.R", "FALSE"))
+                c("bias_sensitivity.R", "FALSE"), c("reliability.R", "FALSE"))
 for (s in scripts) {
   path <- file.path("tests", "reference", s[1])
   message("running ", path)
