@@ -46,8 +46,9 @@ COMPTOL = float(np.finfo(float).eps ** 0.5)
 #: metafor warns when max(vi) / min(vi) reaches this ("Ratio of largest to smallest sampling
 #: variance extremely large. May not be able to obtain stable results.")
 VI_RATIO_WARN = 1e7
-#: permutation columns fitted per vectorised batch (bounds memory)
-PERM_CHUNK = 2048
+#: permutation columns fitted per vectorised batch: bounds memory, keeps a batch's arrays in
+#: cache (256 x k = 300 runs faster than 2048) and sets the steps of the progress bar
+PERM_CHUNK = 256
 INTERCEPT = "intrcpt"
 
 
@@ -138,7 +139,16 @@ def _fit(y, v, X, names, method, test, level):
         warnings.warn("the Knapp-Hartung method is not meant for EE models (as metafor warns)",
                       MetaAllianceWarning, stacklevel=3)
     Y, V, M = y[:, None], v[:, None], np.ones((k, 1))
-    tfit = est._tau2_fit(Y, V, X, M, method)
+    # intercept-only: the sums kernel (the code path of leave-one-out, cumulative and GOSH);
+    # meta-regressions with an intercept: the cross-product kernel for one fit
+    S = est.Subsets(y, v) if int_only else None
+    D = est.Design(X, y, v) if (not int_only and k > p and _has_intercept(X).any()) else None
+    if S is not None:
+        tfit = est.subset_tau2(S, method)
+    elif D is not None:
+        tfit = est.design_tau2(D, method)
+    else:
+        tfit = est._tau2_fit(Y, V, X, M, method)
     tau2 = float(tfit.tau2[0])
     converged = bool(tfit.converged[0])
     method_used = method if converged else "DL"
@@ -167,12 +177,11 @@ def _fit(y, v, X, names, method, test, level):
     bb = beta[btt]
     qm = float(bb @ np.linalg.solve(vb[np.ix_(btt, btt)], bb))
     m = len(btt)
-    from scipy import stats
     if test == "knha":
         qm /= m
-        qm_p = float(stats.f.sf(qm, m, k - p))
+        qm_p = float(inf.f_sf(qm, m, k - p))
     else:
-        qm_p = float(stats.chi2.sf(qm, m))
+        qm_p = float(inf.chi2_sf(qm, m))
     qe, qdf, qp, vt = (float(a[0]) for a in inf.heterogeneity(Y, V, M, X, int_only))
     i2, h2 = (float(a) for a in inf.i2_h2(method, tau2, vt, qe, qdf))
     se_t2 = None if one else _none(est.se_tau2(method_used, Y, V, X, M, tfit.tau2)[0])
@@ -180,7 +189,7 @@ def _fit(y, v, X, names, method, test, level):
         t2lo = t2hi = i2lo = i2hi = h2lo = h2hi = None
     else:
         lb, ub = inf.q_profile_ci(Y, V, M, X, None if method == "EE" else np.array([tau2]),
-                                  alpha, int_only)
+                                  alpha, int_only, subsets=S, design=D)
         t2lo, t2hi = float(lb[0]), float(ub[0])
         i2lo, h2lo = (float(a) for a in inf.i2_h2_from_tau2(t2lo, vt))
         i2hi, h2hi = (float(a) for a in inf.i2_h2_from_tau2(t2hi, vt))
@@ -213,7 +222,7 @@ def _pseudo_r2(y, v, X, method, tau2, f, w):
         rss = np.sum(w * f.r[:, 0] ** 2)
         r2 = mss / (mss + rss)
         return max(0.0, 100 * (1 - (1 - r2) * (k - 1) / (k - p)))
-    re = est._tau2_fit(y[:, None], v[:, None], np.ones((k, 1)), np.ones((k, 1)), method)
+    re = est.subset_tau2(est.Subsets(y, v), method)
     tau2_re = float(re.tau2[0])
     if tau2_re == 0.0:
         return 0.0
@@ -300,14 +309,41 @@ def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> 
     (leave-one-out: ``~np.eye(k, dtype=bool)``; cumulative: ``np.tri(k, dtype=bool).T``).
     Each column gives exactly what ``random_effects`` gives for its studies (columns with
     one study follow the k = 1 rule without warnings; knha falls back to z there).
+
+    Subsets of one dataset (``Y`` 1-d or a stride-0 broadcast of one column, ``V`` (k,),
+    and a mask) go through ``estimators.Subsets``: sums over each subset as BLAS products,
+    in cache-sized blocks; memory O(k B) for the mask only. Other batches (permuted or
+    simulated columns) use the column-wise code.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yi = np.array([0.1, 0.3, 0.35, 0.6]); vi = np.array([0.01, 0.02, 0.015, 0.03])
+    >>> loo = random_effects_batch(yi, vi, "DL", mask=~np.eye(4, dtype=bool))
+    >>> # metafor: leave1out(rma(yi, vi, method = "DL"))
+    >>> [round(float(x), 4) for x in loo.estimate]
+    [0.3889, 0.323, 0.306, 0.2323]
     """
     _options(method, test)
-    Y, V, X, M, _ = est.as_batch(Y, V, None, mask)
     lv, alpha = inf.level_alpha(level)
+    y = est.shared_column(Y)
+    v = est.shared_column(V) if isinstance(V, np.ndarray) and V.ndim == 2 else V
+    if y is not None and mask is not None and v is not None:
+        y = np.asarray(y, dtype=float)
+        v = np.asarray(v, dtype=float)
+        m = np.asarray(mask, dtype=bool)
+        if (v.ndim == 1 and y.shape == v.shape and m.ndim == 2 and m.shape[0] == y.size
+                and np.all(np.isfinite(y)) and np.all(np.isfinite(v)) and np.all(v > 0)):
+            with est.single_threaded_blas():
+                return _subset_batch(y, v, m, method, test, alpha)
+    if mask is not None and isinstance(Y, np.ndarray) and np.ndim(Y) == 1:
+        Y = np.broadcast_to(np.asarray(Y, dtype=float)[:, None], np.shape(mask))
+    Y, V, X, M, _ = est.as_batch(Y, V, None, mask)
     kb = M.sum(axis=0)
     if np.any(kb < 1):
         raise ModelError("a column of the batch has no studies")
-    tfit = est._tau2_fit(Y, V, X, M, method)
+    with est.single_threaded_blas():
+        tfit = est._tau2_fit(Y, V, X, M, method)
     tau2 = tfit.tau2
     w = M / (V + tau2)
     f = est.wls(X, w, Y, True)
@@ -315,31 +351,75 @@ def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> 
     var = f.A[:, 0, 0].copy()
     df = kb - 1
     if test == "knha":
-        s2w = inf.knha_scale(Y, V, M, X, tau2, True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2w = inf.knha_scale(Y, V, M, X, tau2, True)
         s2w = np.where(df > 0, s2w, 1.0)
-        zero = s2w == 0
-        if np.any(zero):
-            raise ModelError("the Knapp-Hartung adjustment is undefined for batch column(s) "
-                             f"{_pos(np.flatnonzero(zero))}: all weighted residuals are zero")
+        _check_s2w(s2w)
         var = var * s2w
+    qe, qdf, qp, vt = inf.heterogeneity(Y, V, M, X, True)
+    return _batch_result(kb, beta, var, tau2, qe, qp, vt, df, method, test, alpha,
+                         tfit.converged)
+
+
+def _check_s2w(s2w, offset=0):
+    zero = s2w == 0
+    if np.any(zero):
+        raise ModelError("the Knapp-Hartung adjustment is undefined for batch column(s) "
+                         f"{_pos(np.flatnonzero(zero) + offset)}: all weighted residuals are zero")
+
+
+def _batch_result(kb, beta, var, tau2, qe, qp, vt, df, method, test, alpha, converged):
     se = np.sqrt(var)
-    from scipy import stats
     stat = beta / se
     if test == "knha":
         dft = np.where(df > 0, df, 1)
-        p_t = 2 * stats.t.sf(np.abs(stat), dft)
-        crit_t = stats.t.isf(alpha / 2, dft)
-        zc = stats.norm.isf(alpha / 2)
-        pval = np.where(df > 0, p_t, 2 * stats.norm.sf(np.abs(stat)))
-        crit = np.where(df > 0, crit_t, zc)
+        pval = np.where(df > 0, 2 * inf.t_sf(np.abs(stat), dft), 2 * inf.norm_sf(np.abs(stat)))
+        crit = np.where(df > 0, inf.t_isf(alpha / 2, dft), inf.norm_isf(alpha / 2))
     else:
-        pval = 2 * stats.norm.sf(np.abs(stat))
-        crit = np.full(beta.shape, stats.norm.isf(alpha / 2))
-    qe, qdf, qp, vt = inf.heterogeneity(Y, V, M, X, True)
-    i2, h2 = inf.i2_h2(method, tau2, vt, qe, qdf)
+        pval = 2 * inf.norm_sf(np.abs(stat))
+        crit = np.full(beta.shape, inf.norm_isf(alpha / 2))
+    i2, h2 = inf.i2_h2(method, tau2, vt, qe, df)
     pl, pu = inf.prediction_interval(beta, se, tau2, crit)
     return BatchResult(kb.astype(int), beta, se, stat, pval, beta - crit * se, beta + crit * se,
-                       pl, pu, tau2, qe, qp, i2, h2, tfit.converged)
+                       pl, pu, tau2, qe, qp, i2, h2, converged)
+
+
+def _subset_batch(y, v, mask, method, test, alpha) -> BatchResult:
+    """``random_effects_batch`` for subsets of one dataset, in blocks of fits."""
+    k, B = mask.shape
+    if B == 0:
+        raise ModelError("the batch has no columns")
+    rows = mask.T
+    cells = est.SUBSET_BLOCK_CELLS_ITERATIVE if method in est.ITERATIVE else est.SUBSET_BLOCK_CELLS
+    step = max(1, cells // max(k, 1))
+    parts = []
+    first = None
+    for start in range(0, B, step):
+        S = est.Subsets(y, v, rows[start:start + step], like=first)
+        first = first or S
+        if np.any(S.kb < 1):
+            raise ModelError("a column of the batch has no studies")
+        tfit = est.subset_tau2(S, method)
+        tau2 = tfit.tau2
+        sw, swy, _ = S.sums(tau2, None, 1)
+        var = 1.0 / sw
+        if test == "knha":
+            df = S.kb - 1
+            rss = S.rss(tau2, swy / sw)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s2w = np.where(rss <= np.finfo(float).eps, 0.0, rss / df)
+            s2w = np.where(df > 0, s2w, 1.0)
+            _check_s2w(s2w, start)
+            var = var * s2w
+        parts.append((S.kb, S.estimate(swy, sw), var, tau2, S.q0(), S.sw0, S.sw20,
+                      tfit.converged))
+    kb, beta, var, tau2, q0, sw0, sw20, conv = (np.concatenate(c) for c in zip(*parts))
+    df = kb - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        qe = np.where(df > 0, np.maximum(0.0, q0), 0.0)
+        vt = np.where(df > 0, df / (sw0 - sw20 / sw0), 0.0)
+    qp = np.where(df > 0, inf.chi2_sf(qe, np.maximum(df, 1)), 1.0)
+    return _batch_result(kb, beta, var, tau2, qe, qp, vt, df, method, test, alpha, conv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +503,9 @@ def design_matrix(data, formula: str):
             levels = sorted(pd.unique(sk))
         else:
             levels = sorted(pd.unique(sk.astype(str)))
-            s = s.astype(str).where(~s.isna(), None)
+            # text: compare as a numpy object array (a pandas comparison per level cost
+            # more than the whole model fit); missing rows are zeroed below
+            s = s.astype(str).to_numpy(dtype=object)
         label = (lambda lv: "TRUE" if lv is True else "FALSE" if lv is False else
                  (f"{lv:g}" if isinstance(lv, float) else str(lv)))
         if len(levels) < 2:
@@ -444,7 +526,8 @@ def design_matrix(data, formula: str):
         use = levels if (not intercept and first_factor) else levels[1:]
         first_factor = False
         for lv in use:
-            blocks.append((s == lv).to_numpy(dtype=float)[:, None])
+            hit = (s == lv) if isinstance(s, np.ndarray) else (s == lv).to_numpy()
+            blocks.append(np.asarray(hit, dtype=float)[:, None])
             names.append(f"{t}{label(lv)}")
     X = np.hstack(blocks)
     X[~keep] = 0.0
@@ -456,13 +539,14 @@ def design_matrix(data, formula: str):
 
 
 def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, labels=None,
-                    measure="ZCOR", permutations=None, seed=None, exact=False):
+                    measure="ZCOR", permutations=None, seed=None, exact=False, progress=None):
     """Mixed-effects meta-regression ``rma(yi, vi, mods = formula, data = data)``.
 
     Rows with a missing value in a moderator are omitted with a MetaAllianceWarning (as
     metafor's na.omit) and counted in ``omitted``. ``permutations=N`` (with ``seed``) adds
     permutest() p-values for QM and every coefficient; the test is exact (all distinct
-    permutations) when their number is <= N or ``exact=True``.
+    permutations) when their number is <= N or ``exact=True``. ``progress(done, total)`` is
+    called as batches of permutations are fitted (the command line's progress bar).
     """
     _options(method, test, measure)
     y, v, labels = _vectors(yi, vi, labels)
@@ -476,12 +560,12 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
         y, v, X = y[keep], v[keep], X[keep]
         labels = tuple(lb for lb, kp in zip(labels, keep) if kp)
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, formula, omitted)
+                            seed, exact, formula, omitted, progress)
 
 
 def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level=95,
                            labels=None, measure="ZCOR", permutations=None, seed=None,
-                           exact=False):
+                           exact=False, progress=None):
     """Meta-regression on a ready design matrix ``X`` (include the intercept column yourself)."""
     _options(method, test, measure)
     y, v, labels = _vectors(yi, vi, labels)
@@ -498,18 +582,18 @@ def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level
     if len(names) != X.shape[1]:
         raise DataError(f"{len(names)} names for {X.shape[1]} columns of X")
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, None, 0)
+                            seed, exact, None, 0, progress)
 
 
 def _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations, seed,
-                     exact, formula, omitted):
+                     exact, formula, omitted, progress=None):
     if y.size == 0:
         raise DataError("no studies left after omitting rows with missing moderator values")
     r = _fit(y, v, X, names, method, test, level)
     perm = None
     if permutations is not None:
         perm = permutation_test(y, v, X, method, r["test"], r["btt"], r["stat"], r["qm"],
-                                permutations, seed, exact)
+                                permutations, seed, exact, progress)
     coefs = tuple(
         Coefficient(name=names[j], estimate=float(r["beta"][j]), se=float(r["se"][j]),
                     stat=float(r["stat"][j]), pvalue=float(r["pval"][j]),
@@ -573,7 +657,7 @@ def _multiset_permutations(types):
 def _exact_count(types) -> float:
     _, counts = np.unique(types, return_counts=True)
     lg = math.lgamma(len(types) + 1) - sum(math.lgamma(c + 1) for c in counts)
-    return math.exp(lg)
+    return math.exp(lg) if lg < 700.0 else math.inf    # k! / prod(c!) overflows a float
 
 
 def _batch_stats(Y, V, X, method, test, btt):
@@ -601,7 +685,7 @@ def _batch_stats(Y, V, X, method, test, btt):
 
 
 def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=1000, seed=None,
-                     exact=False) -> PermutationResult:
+                     exact=False, progress=None) -> PermutationResult:
     """Permutation p-values of every coefficient's z/t and of QM, as ``permutest.rma.uni``.
 
     Intercept-only models flip signs of yi; models with moderators permute the rows of X.
@@ -612,6 +696,10 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
     - COMPTOL (QM >= observed - COMPTOL), over fits that succeeded — metafor's definition, in
     which the observed data are one of the permutations, so p >= 1/iterations.
     (metafor draws with R's RNG, so random permutation p-values agree only in distribution.)
+
+    All permutations are fitted as columns of vectorised batches of ``PERM_CHUNK``
+    (``estimators`` with the design's cross products as BLAS products); ``progress(done,
+    total)`` is called after each batch.
     """
     from .errors import OptionError
 
@@ -657,24 +745,38 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
             for r_, a in enumerate(arr):
                 pos = np.argsort(a, kind="stable")        # positions grouped by type
                 idx[r_, order] = pos
+            n = idx.shape[0]
+
+            def chunk(start, stop):
+                return idx[start:stop]
         else:
-            idx = np.empty((iterations, k), dtype=int)
-            idx[0] = np.arange(k)
-            for r_ in range(1, iterations):
-                s = rng.permutation(k)                    # X_perm[i] = X[s[i]]
-                inv = np.empty(k, dtype=int)
-                inv[s] = np.arange(k)                     # X row j gets (y, v)[inv[j]]
-                idx[r_] = inv
-        n = idx.shape[0]
-        cols = [(y[idx[i:i + PERM_CHUNK]].T, v[idx[i:i + PERM_CHUNK]].T)
-                for i in range(0, n, PERM_CHUNK)]
+            n = iterations
+
+            def chunk(start, stop):
+                # drawn batch by batch (memory O(PERM_CHUNK k)), in the order of one loop
+                # over r = 1 .. n - 1, so the permutations depend on the seed only
+                out = np.empty((stop - start, k), dtype=int)
+                for j, r_ in enumerate(range(start, stop)):
+                    if r_ == 0:
+                        out[j] = np.arange(k)
+                        continue
+                    s_ = rng.permutation(k)               # X_perm[i] = X[s_[i]]
+                    out[j, s_] = np.arange(k)             # X row j gets (y, v)[inv[j]]
+                return out
+        cols = ((y[ix].T, v[ix].T) for ix in (chunk(i, min(n, i + PERM_CHUNK))
+                                             for i in range(0, n, PERM_CHUNK)))
     zs, qms, oks = [], [], []
+    done = 0
     for Yb, Vb in cols:
-        z, qm, ok = _batch_stats(np.ascontiguousarray(Yb), np.ascontiguousarray(Vb), X, method,
-                                 test, btt)
+        with est.single_threaded_blas():
+            z, qm, ok = _batch_stats(np.ascontiguousarray(Yb), np.ascontiguousarray(Vb), X,
+                                     method, test, btt)
         zs.append(z)
         qms.append(qm)
         oks.append(ok)
+        done += z.shape[0]
+        if progress is not None:
+            progress(done, int(n))
     z = np.vstack(zs)
     qm = np.concatenate(qms)
     ok = np.concatenate(oks)

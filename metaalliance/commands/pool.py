@@ -119,6 +119,26 @@ def _numeric_if_possible(df, cols, source="data"):
     return df
 
 
+def _progress_bar(enabled: bool):
+    """(progress(done, total) drawing a tqdm bar on stderr, close()), or (None, no-op)."""
+    if not enabled:
+        return None, (lambda: None)
+    from tqdm import tqdm
+
+    bar = {"obj": None}
+
+    def progress(done, total):
+        if bar["obj"] is None:
+            bar["obj"] = tqdm(total=total, unit="perm", desc="permutations", leave=False)
+        bar["obj"].update(max(0, done - bar["obj"].n))
+
+    def close():
+        if bar["obj"] is not None:
+            bar["obj"].close()
+
+    return progress, close
+
+
 def pool_selection(sel, args, used=()) -> int:
     """Fit and print the model for a ``cli.Selection`` (frame, yi, vi, labels, measure, omitted)."""
     import warnings
@@ -176,8 +196,16 @@ def pool_selection(sel, args, used=()) -> int:
         out = res.to_dict()
         out["omitted"] = omitted
     elif args.mods:
-        res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
-                                     seed=args.seed, **common)
+        import sys
+
+        # a progress bar on a terminal (stderr) while the permutations are fitted
+        progress, close = _progress_bar(args.permutations is not None and sys.stderr.isatty()
+                                        and not args.json)
+        try:
+            res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
+                                         seed=args.seed, progress=progress, **common)
+        finally:
+            close()
         out = res.to_dict()
         out["omitted"] = omitted + res.omitted
     else:
