@@ -447,7 +447,12 @@ def _wls_line(yi, vi, x, predictor, level) -> RegressionLine:
     beta = np.linalg.solve(r, q.T @ yw)
     resid = yw - Xw @ beta
     df = k - 2
-    sigma2 = float(resid @ resid) / df
+    rss = float(resid @ resid)
+    if rss <= np.finfo(float).eps * float(yw @ yw):
+        # lm() would give se = 0 and t = NaN (0/0) or +-Inf here: no test is possible
+        raise ModelError(f"PET-PEESE: the effect sizes lie exactly on a line in {predictor} "
+                         "(e.g. identical effects), so its t-tests are undefined")
+    sigma2 = rss / df
     rinv = np.linalg.inv(r)
     cov = sigma2 * (rinv @ rinv.T)
     se = np.sqrt(np.diag(cov))

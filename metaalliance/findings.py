@@ -6,8 +6,9 @@
 
 ``load()`` returns one tidy DataFrame, one row per finding, with the study's tags, the reported
 statistic, the sign-aligned r, yi = atanh(r) and vi = 1/(n - 3). It raises ValidationError (with
-the same lines) when the data has problems. YAML is read with ``yaml.safe_load`` only (no object
-construction) and files are size-bounded.
+the same lines) when the data has problems. YAML is read with yaml's SafeLoader only (no object
+construction), without anchors and aliases (a few lines of aliases can expand to billions of
+values), and files are size-bounded.
 """
 
 from __future__ import annotations
@@ -156,12 +157,32 @@ def read_bib(path) -> tuple[dict[str, BibEntry], list[str]]:
 
 # --- one study file ----------------------------------------------------------------------------
 
+class _StudyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader without aliases: ``*name`` is refused where it appears (a
+    "billion laughs" file of ten lines would otherwise expand to 9^9 values; study files
+    never need anchors)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} is not allowed in a study file "
+                "(write the values out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _show(value, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters, for a problem line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def parse_study_text(text: str, name: str) -> tuple[dict | None, list[str]]:
-    """safe_load one study file's text; problems instead of exceptions."""
+    """Safely load one study file's text (SafeLoader, no aliases); problems, not exceptions."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         return None, [f"{name}: file is larger than {MAX_FILE_BYTES} bytes"]
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -177,7 +198,7 @@ def parse_study_text(text: str, name: str) -> tuple[dict | None, list[str]]:
 def _vocab_problem(prefix: str, field_name: str, value, vocab: str) -> str | None:
     allowed = VOCABULARIES[vocab]
     if not isinstance(value, str) or value not in allowed:
-        return f"{prefix}{field_name}: {value!r} is not one of {', '.join(allowed)}"
+        return f"{prefix}{field_name}: {_show(value)} is not one of {', '.join(allowed)}"
     return None
 
 
@@ -203,10 +224,11 @@ def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
     citekey = doc.get("citekey")
     if citekey is not None:
         if not isinstance(citekey, str) or not CITEKEY_RE.match(citekey):
-            problems.append(f"{p}citekey: {citekey!r} is not a normalised key "
+            problems.append(f"{p}citekey: {_show(citekey)} is not a normalised key "
                             "(lowercase author, 4-digit year, first title word, e.g. webb2011two)")
         elif stem is not None and citekey != stem:
-            problems.append(f"{p}citekey: {citekey!r} does not match the file name {stem}.yaml")
+            problems.append(f"{p}citekey: {_show(citekey)} does not match the file name "
+                            f"{stem}.yaml")
     for key in STUDY_VOCAB:
         if doc.get(key) not in (None, ""):
             msg = _vocab_problem(p, key, doc[key], key)
@@ -217,7 +239,8 @@ def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
             problems.append(f"{p}{key}: must be text")
     source = doc.get("source")
     if source not in (None, "") and (not isinstance(source, str) or not SOURCE_RE.match(source)):
-        problems.append(f"{p}source: {source!r} must be 'doi:10.xxxx/...' or 'url:https://...'")
+        problems.append(f"{p}source: {_show(source)} must be 'doi:10.xxxx/...' or "
+                        "'url:https://...'")
 
     findings = doc.get("findings")
     if findings is None:
@@ -234,7 +257,8 @@ def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
             problems.append(f"{p}finding #{i}: must be a mapping of fields")
             continue
         fid = f.get("id")
-        label = fid if isinstance(fid, (str, int)) and not isinstance(fid, bool) else f"#{i}"
+        label = (str(fid)[:40] if isinstance(fid, (str, int)) and not isinstance(fid, bool)
+                 else f"#{i}")
         problems.extend(check_finding(f, f"{p}finding {label}: "))
         if isinstance(fid, (str, int)) and not isinstance(fid, bool):
             if fid in seen:
@@ -312,7 +336,8 @@ def _check_statistic(stat, n, p: str) -> list[str]:
     if stype is None:
         return problems + [f"{p}statistic.type: missing"]
     if not isinstance(stype, str) or stype not in STATISTICS:
-        return problems + [f"{p}statistic.type: {stype!r} is not one of {', '.join(STATISTICS)}"]
+        return problems + [f"{p}statistic.type: {_show(stype)} is not one of "
+                           f"{', '.join(STATISTICS)}"]
     value = stat.get("value")
     if value is None:
         return problems + [f"{p}statistic.value: missing"]
@@ -424,15 +449,17 @@ def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
         citekey = doc.get("citekey")
         if isinstance(citekey, str):
             if citekey not in ds.bib:
-                ds.problems.append(f"{name}: citekey: {citekey!r} not in {display_path(bib)}")
+                ds.problems.append(f"{name}: citekey: {_show(citekey)} not in "
+                                   f"{display_path(bib)}")
             ds.studies[citekey] = (path, doc)
             for f in doc.get("findings") or []:
                 if isinstance(f, dict) and isinstance(f.get("sample"), str):
                     owner = samples.setdefault(f["sample"], citekey)
                     if owner != citekey:
                         ds.problems.append(
-                            f"{name}: finding {f.get('id')}: sample: {f['sample']!r} is already "
-                            f"used by {owner}: one sample is counted once (keep one paper's findings)")
+                            f"{name}: finding {str(f.get('id'))[:40]}: sample: "
+                            f"{_show(f['sample'])} is already used by {owner}: one sample is "
+                            "counted once (keep one paper's findings)")
     stems = {q.stem for q in paths.values()}
     for key in sorted(ds.bib):
         if key not in ds.studies and key not in stems:

@@ -107,7 +107,7 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
     keep = np.ones(len(df), dtype=bool)
     for col_values in values.values():
         keep &= ~(col_values != col_values) if col_values.dtype.kind == "f" else \
-            np.array([x == x for x in col_values])
+            np.array([x == x for x in col_values], dtype=bool)
     omitted = int((~keep).sum())
     if omitted:
         rows = ", ".join(str(x) for x in df["_row"].to_numpy()[~keep][:10])

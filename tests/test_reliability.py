@@ -634,3 +634,70 @@ def test_option_errors_are_option_errors(capsys):
     assert (code, err) == (1, "error: --data needs either --r COL --n COL or --yi COL --vi COL\n")
     with pytest.raises(OptionError):
         models.random_effects([0.1, 0.2], [0.01, 0.02], method="reml")
+
+
+# --- found by fuzzing (tests/test_fuzz_cli.py) -----------------------------------------------------
+
+def test_bias_with_effects_on_a_line_has_no_nan(capsys):
+    """lm() gives se = 0 and t = NaN here; PET-PEESE becomes a note, the JSON stays valid."""
+    csv("d.csv", "yi,vi\n0,1\n0,1\n0,0.5\n")
+    code, out, err = cli(capsys, "bias", "--data", "d.csv", *YI_VI, "--json")
+    assert code == 0
+    res = no_nan(out)
+    assert res["pet_peese"] is None
+    assert ("PET-PEESE: the effect sizes lie exactly on a line in sei (e.g. identical effects), "
+            "so its t-tests are undefined") in res["notes"]
+    code, out, _ = cli(capsys, "bias", "--data", "d.csv", *YI_VI)
+    assert code == 0 and "nan" not in out.split()
+
+
+def test_where_keeping_no_row_with_a_required_column(capsys):
+    csv("d.csv", "r,n,year,study\n0.2,50,,X\n")
+    code, _, err = cli(capsys, "sensitivity", "--data", "d.csv", *R_N, "--where", "study=A",
+                       "--order", "year")
+    assert (code, err) == (1, "error: d.csv: no rows left after the selection\n")
+
+
+def test_yaml_alias_bomb_is_refused_quickly(dataset, capsys):
+    """Ten lines of aliases would expand to 9^9 values (and a 2 GB problem line)."""
+    findings_dir, bib = dataset
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    (findings_dir / "alpha2001first.yaml").write_text("\n".join(lines + ["population: *i"]))
+    code, out, err = cli(capsys, "validate", "--findings", str(findings_dir), "--bib", str(bib))
+    assert code == 1 and len(out) + len(err) < 2000
+    assert ("alpha2001first.yaml: cannot parse YAML (line 2, column 8): alias *a is not allowed "
+            "in a study file (write the values out)") in out + err
+
+
+def test_long_values_are_cut_in_problem_lines(dataset, capsys):
+    findings_dir, bib = dataset
+    path = findings_dir / "alpha2001first.yaml"
+    path.write_text(path.read_text().replace("population: adult", "population: " + "x" * 5000))
+    code, out, err = cli(capsys, "validate", "--findings", str(findings_dir), "--bib", str(bib))
+    line = next(ln for ln in (out + err).splitlines() if ": population: " in ln)
+    assert code == 1 and line.split(": population: ")[1].startswith("'" + "x" * 56 + "...")
+    assert len(line) < 400
+
+
+def test_yaml_size_is_bounded(dataset, capsys):
+    from metaalliance import findings
+
+    findings_dir, bib = dataset
+    (findings_dir / "alpha2001first.yaml").write_text("note: " + "x" * findings.MAX_FILE_BYTES)
+    code, out, err = cli(capsys, "validate", "--findings", str(findings_dir), "--bib", str(bib))
+    assert code == 1
+    assert (f"alpha2001first.yaml: file is larger than {findings.MAX_FILE_BYTES} bytes"
+            in out + err)
+
+
+def test_output_through_a_symlink_into_the_data_is_refused(capsys, tmp_path):
+    from metaalliance.findings import DEFAULT_FINDINGS
+
+    target = sorted(DEFAULT_FINDINGS.glob("*.yaml"))[0]
+    before = target.read_bytes()
+    (tmp_path / "fig.pdf").symlink_to(target)
+    code, _, err = cli(capsys, "forest", "--out", "fig.pdf")
+    assert code == 1 and err.startswith("error: --out fig.pdf: inside ")
+    assert target.read_bytes() == before
