@@ -36,7 +36,7 @@ import numpy as np
 from . import estimators as est
 from . import inference as inf
 from .errors import DataError, MetaAllianceWarning, ModelError
-from .options import METHODS, TAU2_MODELS, TESTS, check_option
+from .options import METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN, YI_MAX, check_option
 from .results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
                       SubgroupResult, provenance)
 
@@ -78,6 +78,14 @@ def _vectors(yi, vi, labels=None):
     bad = np.flatnonzero(v <= 0)
     if bad.size:
         raise DataError(f"vi must be > 0; not so at position(s) {_pos(bad)}")
+    bad = np.flatnonzero(np.abs(y) > YI_MAX)
+    if bad.size:
+        raise DataError(f"yi must lie within +-{YI_MAX:g} (beyond, the weighted sums overflow); "
+                        f"not so at position(s) {_pos(bad)}")
+    bad = np.flatnonzero((v < VI_MIN) | (v > VI_MAX))
+    if bad.size:
+        raise DataError(f"vi must lie between {VI_MIN:g} and {VI_MAX:g} (beyond, the weights "
+                        f"1/vi overflow); not so at position(s) {_pos(bad)}")
     if labels is None:
         labels = tuple(f"Study {i + 1}" for i in range(k))
     else:
@@ -459,6 +467,15 @@ def _is_numeric(series) -> bool:
     return (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
 
 
+def _check_moderator(x, name) -> None:
+    """A numeric moderator must be finite (missing aside) and within +-YI_MAX: beyond, the
+    cross-products X'WX overflow and the model would be reported as rank deficient."""
+    bad = np.flatnonzero(np.isinf(x) | (np.abs(np.nan_to_num(x)) > YI_MAX))
+    if bad.size:
+        raise DataError(f"formula: {name} has a value beyond +-{YI_MAX:g} at position(s) "
+                        f"{_pos(bad)}; rescale it (e.g. thousands instead of units)")
+
+
 def design_matrix(data, formula: str):
     """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` with ``factor()``.
 
@@ -491,7 +508,9 @@ def design_matrix(data, formula: str):
     first_factor = True
     for t, name, s, categorical in cols:
         if not categorical:
-            blocks.append(s.to_numpy(dtype=float, na_value=np.nan)[:, None])
+            x = s.to_numpy(dtype=float, na_value=np.nan)
+            _check_moderator(x, t)
+            blocks.append(x[:, None])
             names.append(t)
             continue
         sk = s[keep]
@@ -576,6 +595,7 @@ def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level
         raise DataError(f"X has {X.shape[0]} rows but yi has {y.size} values")
     if not np.all(np.isfinite(X)):
         raise DataError("X has missing or non-finite values")
+    _check_moderator(X.ravel(), "X")
     if names is None:
         names = [INTERCEPT if np.all(X[:, j] == 1) else f"x{j}" for j in range(X.shape[1])]
     names = list(names)

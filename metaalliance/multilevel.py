@@ -138,6 +138,16 @@ def _validate(yi, vi, cluster, who: str, min_k: int = 2):
     bad = np.flatnonzero(~(np.isfinite(vi) & (vi > 0)))
     if bad.size:
         raise DataError(f"{who}: vi must be finite and > 0 (row {bad[0] + 1} is {vi[bad[0]]})")
+    from .options import VI_MAX, VI_MIN, YI_MAX
+
+    bad = np.flatnonzero(np.abs(yi) > YI_MAX)
+    if bad.size:
+        raise DataError(f"{who}: yi must lie within +-{YI_MAX:g} (row {bad[0] + 1} is "
+                        f"{yi[bad[0]]:g})")
+    bad = np.flatnonzero((vi < VI_MIN) | (vi > VI_MAX))
+    if bad.size:
+        raise DataError(f"{who}: vi must lie between {VI_MIN:g} and {VI_MAX:g} (row "
+                        f"{bad[0] + 1} is {vi[bad[0]]:g})")
     for i, c in enumerate(labels):
         if _is_missing(c):
             raise DataError(f"{who}: cluster has a missing value (row {i + 1})")

@@ -172,6 +172,14 @@ STATISTICS: dict[str, tuple[str, ...]] = {
 #: outcome domains analysed apart from symptom outcomes by default
 SEPARATE_DOMAINS = ("adherence", "retention", "dropout")
 
+#: the range of numbers the engine accepts. Inside it the float64 sums the estimators form
+#: (w = 1 / vi, w^2, w * yi^2, tau^2 up to ~yi^2) neither overflow nor underflow to 0 for
+#: millions of studies; outside it they do (vi = 5e-324 gives w = inf, |yi| = 1e308 gives
+#: yi^2 = inf) and the numbers would be NaN. No real effect size or variance comes near.
+YI_MAX = 1e50
+VI_MIN = 1e-100
+VI_MAX = 1e100
+
 
 def check_option(name: str, value, allowed) -> None:
     """Raise OptionError naming the option, the bad value and the allowed values."""

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from .errors import DataError, MetaAllianceWarning, OptionError
+from .options import VI_MAX, VI_MIN, YI_MAX
 from .findings import display_path
 
 #: a CSV larger than this is refused before reading
@@ -133,6 +134,11 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
             raise DataError(f"{name}: row {rows[i]}: {n}: {nn[i]:g} must be > 3 "
                             "(the variance 1/(n-3) needs n >= 4)")
         y, v, measure = np.arctanh(rr), 1.0 / (nn - 3.0), "ZCOR"
+        bad = np.flatnonzero(v < VI_MIN)
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {n}: {nn[i]:g} is too large to be a sample "
+                            f"size (the variance 1/(n-3) would be below {VI_MIN:g})")
     else:
         y, v, measure = values[yi], values[vi], "generic"
         bad = np.flatnonzero(~(v > 0))
@@ -140,6 +146,16 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
             i = bad[0]
             raise DataError(f"{name}: row {rows[i]}: {vi}: {v[i]:g} must be > 0 "
                             "(a sampling variance)")
+        bad = np.flatnonzero((v < VI_MIN) | (v > VI_MAX))
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {vi}: {v[i]:g} must lie between "
+                            f"{VI_MIN:g} and {VI_MAX:g} (beyond, the weights 1/vi overflow)")
+        bad = np.flatnonzero(np.abs(y) > YI_MAX)
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name}: row {rows[i]}: {yi}: {y[i]:g} must lie within "
+                            f"+-{YI_MAX:g} (beyond, the weighted sums overflow)")
     label_col = label or next((c for c in ("label", "study", "author", "citekey")
                                if c in df.columns), None)
     if label_col:

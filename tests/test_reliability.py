@@ -93,6 +93,15 @@ REFUSED = [
     ("duplicate column", "r,n,r\n0.2,50,0.1\n", R_N, "duplicate column name(s): r"),
     ("every row incomplete", "r,n\n,50\nNA,40\n", R_N,
      "no usable rows (all 2 had missing values)"),
+    # found by fuzzing: 1/vi, yi^2 or 1/(n-3) overflow float64 (see options.YI_MAX, VI_MIN)
+    ("tiny variance", "yi,vi\n0.3,5e-324\n0.1,0.02\n", YI_VI,
+     "row 2: vi: 4.94066e-324 must lie between 1e-100 and 1e+100 (beyond, the weights 1/vi "
+     "overflow)"),
+    ("huge effect", "yi,vi\n1e308,0.01\n0.1,0.02\n", YI_VI,
+     "row 2: yi: 1e+308 must lie within +-1e+50 (beyond, the weighted sums overflow)"),
+    ("huge n", "r,n\n0.2,1e308\n0.1,50\n", R_N,
+     "row 2: n: 1e+308 is too large to be a sample size (the variance 1/(n-3) would be below "
+     "1e-100)"),
 ]
 
 
@@ -701,3 +710,26 @@ def test_output_through_a_symlink_into_the_data_is_refused(capsys, tmp_path):
     code, _, err = cli(capsys, "forest", "--out", "fig.pdf")
     assert code == 1 and err.startswith("error: --out fig.pdf: inside ")
     assert target.read_bytes() == before
+
+
+def test_huge_moderator_values_are_named(capsys):
+    csv("d.csv", "yi,vi,x\n0.2,0.01,1e200\n0.1,0.02,1\n0.3,0.01,2\n0.25,0.03,inf\n")
+    code, _, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--mods", "~ x")
+    assert (code, err) == (1, "error: d.csv: formula: x has a value beyond +-1e+50 at "
+                              "position(s) 1, 4; rescale it (e.g. thousands instead of units)\n")
+
+
+@pytest.mark.parametrize("yi, vi, message", [
+    ([1e308, 0.1], [0.01, 0.02], "yi must lie within +-1e+50 (beyond, the weighted sums "
+                                 "overflow); not so at position(s) 1"),
+    ([0.1, 0.2], [0.01, 5e-324], "vi must lie between 1e-100 and 1e+100 (beyond, the weights "
+                                 "1/vi overflow); not so at position(s) 2"),
+    ([0.1, 0.2], [1e101, 0.01], "vi must lie between 1e-100 and 1e+100 (beyond, the weights "
+                                "1/vi overflow); not so at position(s) 1"),
+])
+def test_api_refuses_numbers_that_overflow(yi, vi, message):
+    with pytest.raises(DataError) as exc:
+        models.random_effects(yi, vi)
+    assert str(exc.value) == message
+    with pytest.raises(DataError, match="^three_level: (yi|vi) must lie"):
+        models.three_level(yi, vi, ["a", "b"])
