@@ -172,13 +172,19 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
                 rows=[int(x) for x in rows])
 
 
+def _printable(text: str) -> str:
+    """A label for display: control characters (tabs, form feeds, line breaks ...) become
+    spaces, so that a label is one line on a plot, in a table and in a message."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
 def unique_labels(labels, rows, name: str, col: str) -> list[str]:
     """Labels made unique as metafor makes ``slab`` unique: a label used by several rows
     becomes label.1, label.2, ... (in row order), with one warning naming them; an empty
-    label becomes "row N"."""
+    label becomes "row N"; control characters become spaces."""
     from collections import Counter
 
-    labels = [lab if lab else f"row {r}" for lab, r in zip(labels, rows)]
+    labels = [_printable(lab) or f"row {r}" for lab, r in zip(labels, rows)]
     counts = Counter(labels)
     dups = [lab for lab, c in counts.items() if c > 1]
     if not dups:

@@ -98,3 +98,12 @@ def test_required_columns_do_not_replace_the_variances(tmp_path):
     sel = tabular.read_effects(csv, yi="yi", vi="vi", required_columns=("year",))
     assert list(sel["vi"]) == [0.01, 0.02]
     assert list(sel["frame"]["year"]) == ["2001", "2002"]
+
+
+def test_labels_with_control_characters_stay_one_line(tmp_path):
+    """Found by tests/test_fuzz_cli.py: a form feed in a label split a warning in two."""
+    from metaalliance import tabular
+    csv = tmp_path / "d.csv"
+    csv.write_text("study,r,n\n0\f0,0.1,40\n\"a\tb\nc\",0.2,50\n,0.3,60\n")
+    sel = tabular.read_effects(csv, r="r", n="n")
+    assert sel["labels"] == ["0 0", "a b c", "row 4"]
