@@ -171,6 +171,23 @@ class _StudyLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _one_line(problem: str) -> str:
+    """A problem line with any line break or control character escaped (it came from a
+    file's keys or values), so that every problem is exactly one line."""
+    if problem.isprintable():
+        return problem
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in problem)
+
+
+def _id_text(fid) -> str:
+    """A finding id as a problem line shows it: as written when it is printable, else its
+    repr (a line break in an id must not split the line), at most 40 characters."""
+    text = str(fid)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _show(value, limit: int = 60) -> str:
     """repr(value), cut to ``limit`` characters, for a problem line."""
     text = repr(value)
@@ -257,7 +274,7 @@ def check_study(doc: dict, name: str, stem: str | None = None) -> list[str]:
             problems.append(f"{p}finding #{i}: must be a mapping of fields")
             continue
         fid = f.get("id")
-        label = (str(fid)[:40] if isinstance(fid, (str, int)) and not isinstance(fid, bool)
+        label = (_id_text(fid) if isinstance(fid, (str, int)) and not isinstance(fid, bool)
                  else f"#{i}")
         problems.extend(check_finding(f, f"{p}finding {label}: "))
         if isinstance(fid, (str, int)) and not isinstance(fid, bool):
@@ -457,7 +474,7 @@ def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
                     owner = samples.setdefault(f["sample"], citekey)
                     if owner != citekey:
                         ds.problems.append(
-                            f"{name}: finding {str(f.get('id'))[:40]}: sample: "
+                            f"{name}: finding {_id_text(f.get('id'))}: sample: "
                             f"{_show(f['sample'])} is already used by {owner}: one sample is "
                             "counted once (keep one paper's findings)")
     stems = {q.stem for q in paths.values()}
@@ -465,6 +482,7 @@ def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
         if key not in ds.studies and key not in stems:
             ds.problems.append(f"{display_path(bib)}: {key}: no findings file "
                                f"{fname}/{key}.yaml")
+    ds.problems = [_one_line(p) for p in ds.problems]
     return ds
 
 

@@ -171,3 +171,16 @@ def test_labels_from_bib(fields, label):
     body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items())
     entries, problems = findings.parse_bib(f"@article{{x2000y,\n{body}\n}}\n")
     assert problems == [] and entries["x2000y"].label == label
+
+
+def test_every_problem_is_one_line(dataset):
+    """Keys and ids with line breaks are escaped, so one problem never spans two lines."""
+    fdir, bib = dataset
+    path = fdir / "alpha2001first.yaml"
+    path.write_text(path.read_text().replace("id: f1", 'id: "f1\\nx"').replace(
+        "citekey: alpha2001first", 'citekey: alpha2001first\n"bad\\nkey": 1'))
+    problems = _problems(fdir, bib)
+    assert all("\n" not in p and p.isprintable() for p in problems)
+    assert any(p.endswith("alpha2001first.yaml: finding 'f1\\nx': id: must be a short text id "
+                          "such as f1") for p in problems)
+    assert any("alpha2001first.yaml: bad\\nkey: unknown field" in p for p in problems)
