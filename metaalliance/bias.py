@@ -15,7 +15,11 @@
 ========================  ======================================================================
 
 Each function takes a fitted ``models.random_effects`` result and uses its yi, vi, method,
-test and level, as metafor's functions use the model's.
+test and level, as metafor's functions use the model's. Functions that refit (Egger's test,
+trim and fill) take ``control`` (``options.CONTROLS``); None (the default) is the fit's own
+(``fit.control``; ``options.DEFAULT_CONTROL`` for a fit without one). regtest() refits with
+``x$control``; trimfill() with the control given in its ``...`` (default: metafor's default),
+so with the default "metafor" control both equal metafor's plain calls.
 
 PET-PEESE rule. PET is the weighted least-squares regression y_i = b0 + b1 se_i with weights
 1/v_i and a multiplicative dispersion (R's ``lm(yi ~ sei, weights = 1/vi)``, i.e. metafor's
@@ -37,7 +41,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import DataError, ModelError, OptionError
-from .options import METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS, check_option
+from .options import (CONTROLS, DEFAULT_CONTROL, METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS,
+                      check_option)
 
 __all__ = [
     "EggerResult", "RankTestResult", "TrimFillResult", "RegressionLine", "PetPeeseResult",
@@ -52,6 +57,14 @@ TRIMFILL_MAXITER = 100
 FSN_INTEGER_TOL = float(np.finfo(float).eps ** 0.5)
 #: default significance level of the PET test in the PET-PEESE rule and of fsn()
 ALPHA = 0.05
+
+
+def _control(fit, control):
+    """The refits' control: ``control``, or the fit's own when None."""
+    if control is None:
+        control = getattr(fit, "control", DEFAULT_CONTROL)
+    check_option("control", control, CONTROLS)
+    return control
 
 
 def _fit_info(fit):
@@ -116,17 +129,20 @@ class EggerResult:
                 "model": self.model, "predictor": self.predictor}
 
 
-def _meta_regression(yi, vi, X, names, method, test, level):
+def _meta_regression(yi, vi, X, names, method, test, level, control=DEFAULT_CONTROL):
     """Mixed-effects meta-regression through the engine (``models.meta_regression_matrix``)."""
     from . import models
-    return models.meta_regression_matrix(yi, vi, X, names, method=method, test=test, level=level)
+    return models.meta_regression_matrix(yi, vi, X, names, method=method, test=test, level=level,
+                                         control=control)
 
 
-def egger_test(fit, predictor: str = "sei") -> EggerResult:
+def egger_test(fit, predictor: str = "sei", control=None) -> EggerResult:
     """Egger's regression test as metafor's ``regtest(fit)``: the model of ``fit`` (its method
     and test) with the standard error (``predictor="sei"``) or the variance (``"vi"``) as
-    moderator; the test of that coefficient and the limit estimate."""
+    moderator; the test of that coefficient and the limit estimate. ``control``: how the
+    meta-regression iterates (None: the fit's own, as regtest() uses ``x$control``)."""
     check_option("predictor", predictor, ("sei", "vi"))
+    control = _control(fit, control)
     yi, vi, method, test, level, _ = _fit_info(fit)
     k = yi.size
     if k < 3:
@@ -136,7 +152,7 @@ def egger_test(fit, predictor: str = "sei") -> EggerResult:
         raise ModelError("Egger's test needs studies of different precision "
                          "(all standard errors are equal)")
     X = np.column_stack([np.ones(k), x])
-    reg = _meta_regression(yi, vi, X, ("intrcpt", predictor), method, test, level)
+    reg = _meta_regression(yi, vi, X, ("intrcpt", predictor), method, test, level, control)
     b0, b1 = reg.coefficients[0], reg.coefficients[1]
     return EggerResult(stat=float(b1.stat), pvalue=float(b1.pvalue),
                        df=None if test == "z" else int(k - 2), slope=float(b1.estimate),
@@ -304,7 +320,8 @@ class TrimFillResult:
                            zip(self.filled_labels, self.filled_yi, self.filled_vi)]}
 
 
-def _random_effects(yi, vi, method, test, level, labels=None, measure="generic"):
+def _random_effects(yi, vi, method, test, level, labels=None, measure="generic",
+                    control=DEFAULT_CONTROL):
     """An intercept-only refit; its warnings (k = 1 ...) are silenced, as trimfill() runs its
     refits under suppressWarnings()."""
     import warnings
@@ -313,7 +330,7 @@ def _random_effects(yi, vi, method, test, level, labels=None, measure="generic")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return models.random_effects(yi, vi, method=method, test=test, level=level,
-                                     labels=labels, measure=measure)
+                                     labels=labels, measure=measure, control=control)
 
 
 def _rank_first(a):
@@ -325,14 +342,16 @@ def _rank_first(a):
 
 
 def trim_and_fill(fit, estimator: str = "L0", side: Optional[str] = None,
-                  maxiter: int = TRIMFILL_MAXITER) -> TrimFillResult:
+                  maxiter: int = TRIMFILL_MAXITER, control=None) -> TrimFillResult:
     """metafor's ``trimfill(fit, estimator = estimator, side = side)``.
 
     Side (when not given): the side where studies are missing, as metafor decides it: the
     fit's model (its tau^2 estimator) with the standard error as moderator; a negative slope
-    means studies are missing on the right, otherwise on the left.
+    means studies are missing on the right, otherwise on the left. ``control``: how every
+    refit iterates (None: the fit's own; metafor: ``trimfill(res, control = ...)``).
     """
     check_option("estimator", estimator, TRIMFILL_ESTIMATORS)
+    control = _control(fit, control)
     yi0, vi0, method, test, level, labels = _fit_info(fit)
     measure = getattr(fit, "measure", "generic")
     k = yi0.size
@@ -343,7 +362,7 @@ def trim_and_fill(fit, estimator: str = "L0", side: Optional[str] = None,
             raise ModelError(f"trim and fill: choosing the side as metafor does (the slope on "
                              f"the standard error) {why}; give side='left' or 'right'")
         X = np.column_stack([np.ones(k), np.sqrt(vi0)])
-        reg = _meta_regression(yi0, vi0, X, ("intrcpt", "sei"), method, "z", level)
+        reg = _meta_regression(yi0, vi0, X, ("intrcpt", "sei"), method, "z", level, control)
         side = "right" if reg.coefficients[1].estimate < 0 else "left"
     else:
         check_option("side", side, SIDES)
@@ -363,7 +382,8 @@ def trim_and_fill(fit, estimator: str = "L0", side: Optional[str] = None,
         kt = k - k0
         if kt < 1:
             raise ModelError("trim and fill trimmed every study")
-        beta = float(_random_effects(yi[:kt], vi[:kt], method, "z", level).estimate)
+        beta = float(_random_effects(yi[:kt], vi[:kt], method, "z", level,
+                                     control=control).estimate)
         yc = yi - beta
         ranks = _rank_first(np.abs(yc))
         signed = np.sign(yc) * ranks
@@ -395,7 +415,8 @@ def trim_and_fill(fit, estimator: str = "L0", side: Optional[str] = None,
         filled_labels = tuple(f"Filled {i + 1}" for i in range(k0))
         refit = _random_effects(np.concatenate([yi0, filled_yi]),
                                 np.concatenate([vi0, filled_vi]), method, "z", level,
-                                labels=list(labels) + list(filled_labels), measure=measure)
+                                labels=list(labels) + list(filled_labels), measure=measure,
+                                control=control)
     else:
         filled_yi = np.zeros(0)
         filled_vi = np.zeros(0)
@@ -629,10 +650,12 @@ class BiasResult:
 
 
 def run_all(fit, estimator: str = "L0", side: Optional[str] = None,
-            alpha: float = ALPHA) -> BiasResult:
+            alpha: float = ALPHA, control=None) -> BiasResult:
     """Egger, rank test, trim and fill, PET-PEESE and fail-safe N for one fit. An analysis
     that cannot be run on these data (Egger, PET-PEESE and metafor's choice of the
-    trim-and-fill side need k >= 3) is None, with a note saying why."""
+    trim-and-fill side need k >= 3) is None, with a note saying why. ``control``: how the
+    refits iterate (None: the fit's own)."""
+    control = _control(fit, control)
     notes = []
     yi, *_ = _fit_info(fit)
 
@@ -643,10 +666,11 @@ def run_all(fit, estimator: str = "L0", side: Optional[str] = None,
             notes.append(str(exc))
             return None
 
-    egger = attempt("egger", lambda: egger_test(fit))
+    egger = attempt("egger", lambda: egger_test(fit, control=control))
     rank = attempt("rank", lambda: rank_test(fit))
     pp = attempt("pet_peese", lambda: pet_peese(fit, alpha=alpha))
-    tf = attempt("trimfill", lambda: trim_and_fill(fit, estimator=estimator, side=side))
+    tf = attempt("trimfill", lambda: trim_and_fill(fit, estimator=estimator, side=side,
+                                                   control=control))
     fsn = fail_safe_n(fit, alpha=alpha)
     return BiasResult(egger=egger, rank=rank, trimfill=tf, pet_peese=pp, failsafe_n=fsn,
                       k=int(yi.size), method=fit.method, test=fit.test, notes=tuple(notes))

@@ -77,9 +77,9 @@ def _level(text: str) -> float:
 
 
 def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartung, t/F)"):
-    """The model flags every analysis command shares (--method, --test, --level); returns the
-    argument group so a command can add its own model flags to it."""
-    from .options import DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
+    """The model flags every analysis command shares (--method, --test, --level, --control);
+    returns the argument group so a command can add its own model flags to it."""
+    from .options import CONTROLS, DEFAULT_CONTROL, DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
 
     g = parser.add_argument_group("model")
     g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
@@ -87,6 +87,10 @@ def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartun
     g.add_argument("--test", default=DEFAULT_TEST, choices=list(TESTS), help=test_help)
     g.add_argument("--level", type=_level, default=95.0,
                    help="confidence level in %% (default 95)")
+    g.add_argument("--control", default=DEFAULT_CONTROL, choices=list(CONTROLS),
+                   help="how ML/REML/EB/PM and the tau^2 CI iterate: metafor (default: stop "
+                        "where metafor's default control stops, so numbers equal plain "
+                        "rma()/confint() calls) or optimum (iterate to the exact optimum)")
     return g
 
 

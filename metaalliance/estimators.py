@@ -23,29 +23,54 @@ Every estimate is truncated at 0 as metafor does (``tau2.min = 0``). As in metaf
 outcome is centred (``Ymc``) before tau^2 is estimated; with an intercept in the model this
 changes nothing, without one it reproduces metafor's numbers.
 
-Convergence. metafor stops Fisher scoring when the absolute change of tau^2 drops below
-``threshold = 1e-5`` and finds the PM root with ``uniroot(tol = eps^0.25)``; both can leave
-tau^2 about 1e-5 from the optimum. We iterate until the change is below
-``CONV_TOL * (tau2 + vbar)`` (``vbar`` = harmonic mean of the sampling variances), i.e. to the
-optimum itself; the reference tests therefore compare with metafor run with
-``control = list(threshold = 1e-10, tol = 1e-12)``.
+Convergence: ``control``. Every estimator takes ``control`` (``options.CONTROLS``):
+
+- ``"metafor"`` (the default, ``options.DEFAULT_CONTROL``) reproduces metafor 3.8's default
+  control of ``rma.uni`` step for step, so that results equal a plain ``rma(yi, vi)`` call:
+  ML/REML/EB start at ``max(0, HE)``; Fisher scoring (EB: metafor's EB update
+  ``adj = (Q k / (k - p) - k) / sum(w)``) with metafor's step halving
+  (``while (tau2 + adj < 0) adj <- adj / 2``) stops when ``|change| <= threshold = 1e-5`` and
+  fails after ``maxiter = 100`` iterations; metafor's ll0check then sets tau^2 to 0 when
+  ``ll(0) - ll(tau2) > eps^0.25`` and ``tau2 > 1e-5``. PM is R's ``uniroot`` (``uniroot``
+  module: an exact port of Brent's method as R runs it) on
+  ``[0, tau2.max = max(100, 10 mad(yi)^2)]`` with ``tol = eps^0.25``, ``maxiter = 100``, and 0
+  when ``Q(0) < k - p``. Both stop ~1e-5 (absolute) short of the optimum, exactly where
+  metafor stops. Where metafor itself fails (Fisher scoring does not converge in 100
+  iterations: "Fisher scoring algorithm did not converge"; ``Q(tau2.max) > k - p``: "Value
+  of 'tau2.max' too low") metafor stops with an error; we compute the column as ``"optimum"``
+  does and flag it (``Tau2Fit.safeguarded``; single fits warn and say so in the result).
+- ``"optimum"`` iterates to the optimum itself: until the change is below
+  ``CONV_TOL * (tau2 + vbar)`` (``vbar`` = harmonic mean of the sampling variances); the
+  reference tests compare it with metafor run with
+  ``control = list(threshold = 1e-10, tol = 1e-12)``.
 
 EB: metafor's EB iteration ``tau2 += (Q * k / (k - p) - k) / sum(w)`` has the fixed point
-``Q(tau2) = k - p`` (truncated at 0), the same equation PM solves; we solve it with the same
-safeguarded Newton root finder, which gives metafor's EB value to full precision.
+``Q(tau2) = k - p`` (truncated at 0), the same equation PM solves; under ``"optimum"`` we solve
+it with the same safeguarded Newton root finder as PM, which gives metafor's EB value at the
+optimum to full precision; under ``"metafor"`` we run metafor's iteration itself (it stops
+elsewhere than PM's uniroot, as in metafor).
+
+The loops of ``"metafor"`` are written once (``mf_scoring``, ``mf_bounded_root`` and their
+one-fit versions) and driven by each kernel's step or Q function: the column-wise code
+(``_tau2_fit``: permutations, simulated batches), ``Subsets`` (single intercept-only fits,
+leave-one-out, cumulative, GOSH) and ``Design`` (single meta-regressions). Each kernel's
+arithmetic differs from metafor's k x k matrix algebra only by rounding, so results agree with
+metafor's to ~1e-14 relative; a stopping decision could only differ if a step's change fell
+within rounding error of 1e-5 (never seen).
 
 Why not pymare or statsmodels: pymare offers DL, HE and ML/REML, the latter by a bounded
 scalar minimisation whose stopping tolerance, not the likelihood, sets the last digits, and has
 no HS, SJ, EB, PM or Q-profile intervals; statsmodels' ``combine_effects`` pools without
 moderators with DL/PM only. Neither vectorises over thousands of refits with masks.
 
-Non-convergence (ML/REML only). Plain Fisher scoring (metafor's algorithm, from metafor's
-start) can oscillate and diverge when observed and expected information differ a lot; metafor
-then stops with "Fisher scoring algorithm did not converge". We then restart with safeguarded
-Fisher scoring on a bracket of the score (bisection when a step leaves the bracket), which
-always converges to the likelihood maximum; ``Tau2Fit.safeguarded`` flags those columns. Only
-if that too fails does the column fall back to DL (``Tau2Fit.converged = False``; single fits
-warn with ``MetaAllianceWarning``, see ``models``).
+Non-convergence under ``"optimum"`` (ML/REML only). Plain Fisher scoring (metafor's
+algorithm, from metafor's start) can oscillate and diverge when observed and expected
+information differ a lot; metafor then stops with "Fisher scoring algorithm did not converge".
+We then restart with safeguarded Fisher scoring on a bracket of the score (bisection when a
+step leaves the bracket), which always converges to the likelihood maximum;
+``Tau2Fit.safeguarded`` flags those columns. Only if that too fails does the column fall back
+to DL (``Tau2Fit.converged = False``; single fits warn with ``MetaAllianceWarning``, see
+``models``).
 """
 
 from __future__ import annotations
@@ -57,7 +82,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import DataError, ModelError
-from .options import METHODS, check_option
+from .options import CONTROLS, DEFAULT_CONTROL, METHODS, check_option
+from .uniroot import uniroot, uniroot1
 
 #: stop iterating when |change| <= CONV_TOL * (tau2 + vbar): the optimum to ~machine precision
 CONV_TOL = 1e-12
@@ -74,6 +100,20 @@ EVTOL = 1e-07
 
 ITERATIVE = ("ML", "REML", "EB", "PM")
 
+# metafor 3.8-1's default control of rma.uni and confint.rma.uni (control = "metafor")
+#: Fisher scoring / EB stop when |change of tau2| <= this (con$threshold)
+MF_THRESHOLD = 1e-5
+#: ... and fail after this many iterations (con$maxiter; also uniroot's maxiter for PM)
+MF_MAXITER = 100
+#: uniroot's tol for PM and the Q-profile bounds (con$tol = .Machine$double.eps^0.25)
+MF_TOL = float(np.finfo(float).eps ** 0.25)
+#: rma.uni's tau2.max = max(MF_TAU2_MAX, 10 * mad(yi)^2); confint's max(100, 10 tau2)
+MF_TAU2_MAX = 100.0
+#: confint.rma.uni's uniroot maxiter
+MF_CI_MAXITER = 1000
+#: R's mad() constant
+MAD_CONSTANT = 1.4826
+
 
 class Tau2Fit(NamedTuple):
     """tau^2 per column with convergence information (all arrays of shape (B,))."""
@@ -82,8 +122,9 @@ class Tau2Fit(NamedTuple):
     converged: np.ndarray        # bool: False -> the value is the DL fallback
     iterations: np.ndarray       # int
     reset_to_zero: np.ndarray    # bool: metafor's ll0check set tau2 to 0 (ML/REML)
-    safeguarded: np.ndarray      # bool: plain Fisher scoring failed; the bracketed version found
-                                 # the optimum (where metafor stops with "did not converge")
+    safeguarded: np.ndarray      # bool: metafor's algorithm fails here (metafor stops with an
+                                 # error: Fisher scoring "did not converge", PM "tau2.max too
+                                 # low"); the value comes from the safeguarded optimum search
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,13 +416,7 @@ def _fisher_scoring(method, Yc, V, M, X, int_only, start, scale):
         if active.size == 0:
             break
         y, v, m, t = Yc[:, active], V[:, active], M[:, active], tau2[active]
-        w = m / (v + t)
-        f = wls(X, w, y, int_only, XX)
-        Py = w * f.r
-        if method == "ML":
-            adj = ((Py * Py).sum(axis=0) - f.sw) / (w * w).sum(axis=0)
-        else:
-            adj = ((Py * Py).sum(axis=0) - trace_P(f, w)) / trace_PP(f, X, w, int_only)
+        adj = _fs_step(method, y, v, m, X, int_only, t, XX)
         adj = np.where(np.isfinite(adj), adj, 0.0)
         # metafor: while (tau2 + adj < tau2.min) adj <- adj / 2  (at tau2 = 0 the step vanishes)
         adj = np.where((t <= 0) & (adj < 0), 0.0, adj)
@@ -401,6 +436,37 @@ def _fisher_scoring(method, Yc, V, M, X, int_only, start, scale):
         ok = last[active] <= CONV_TOL_ACCEPT * (tau2[active] + scale[active])
         converged[active[ok]] = True
     return tau2, converged, iters
+
+
+def _fs_step(method, y, v, m, X, int_only, t, XX=None):
+    """metafor's Fisher-scoring step of ML (``(y'PPy - sum w) / sum w^2``) or REML
+    (``(y'PPy - tr P) / tr PP``) per column at tau2 ``t``."""
+    w = m / (v + t)
+    f = wls(X, w, y, int_only, XX)
+    Py = w * f.r
+    if method == "ML":
+        return ((Py * Py).sum(axis=0) - f.sw) / (w * w).sum(axis=0)
+    return ((Py * Py).sum(axis=0) - trace_P(f, w)) / trace_PP(f, X, w, int_only)
+
+
+def _eb_step(y, v, m, X, int_only, t, kb, p, XX=None):
+    """metafor's EB update ``(Q k / (k - p) - k) / sum w`` per column at tau2 ``t``."""
+    w = m / (v + t)
+    f = wls(X, w, y, int_only, XX)
+    q = (w * f.r * f.r).sum(axis=0)
+    return (q * kb / (kb - p) - kb) / f.sw
+
+
+def _ll0_reset(method, Yc, V, M, X, tau2, chk, int_only):
+    """metafor's ll0check for the columns ``chk`` (bool): True where the log-likelihood at
+    tau2 = 0 beats the one at ``tau2`` by more than ``LL0_TOL``."""
+    reset = np.zeros(Yc.shape[1], dtype=bool)
+    if np.any(chk):
+        ll0 = loglik(method, Yc[:, chk], V[:, chk], M[:, chk], X, np.zeros(int(chk.sum())),
+                     int_only)
+        ll1 = loglik(method, Yc[:, chk], V[:, chk], M[:, chk], X, tau2[chk], int_only)
+        reset[chk] = ll0 - ll1 > LL0_TOL
+    return reset
 
 
 def _score(method, y, v, m, X, int_only, t, XX=None):
@@ -556,17 +622,223 @@ def q_root(Yc, V, M, X, target, upper=None, int_only=None):
     return out, iters
 
 
-def tau2_fit(Y, V, method="REML", X=None, mask=None) -> Tau2Fit:
+# --------------------------------------------------------------------------------------------
+# metafor's default control (control = "metafor"): the loops of rma.uni and confint.rma.uni,
+# written once for any kernel that can evaluate a step or Q at given tau^2 values
+
+
+def check_control(control) -> None:
+    check_option("control", control, CONTROLS)
+
+
+def _r_median_sorted(Z, n):
+    """R's median of each column of Z (sorted along axis 0, missing values last as NaN) with
+    n values per column: the middle value, or the mean of the two middle ones."""
+    cols = np.arange(Z.shape[1])
+    lo = Z[(n - 1) // 2, cols]
+    hi = Z[n // 2, cols]
+    return np.where(n % 2 == 1, lo, (lo + hi) / 2.0)
+
+
+def r_mad(Y, M=None):
+    """R's ``mad()`` (constant 1.4826, centre = median) of each column of Y (k, B) over the
+    rows where M is true (None: all rows)."""
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    used = np.ones(Y.shape, dtype=bool) if M is None else np.asarray(M) > 0
+    n = used.sum(axis=0)
+    Z = np.sort(np.where(used, Y, np.nan), axis=0)
+    med = _r_median_sorted(Z, n)
+    D = np.sort(np.where(used, np.abs(Y - med[None, :]), np.nan), axis=0)
+    return MAD_CONSTANT * _r_median_sorted(D, n)
+
+
+def rma_tau2_max(Y, M=None):
+    """rma.uni's upper end of the tau^2 search, ``max(100, 10 * mad(yi)^2)``, per column of
+    the (uncentred) outcome Y (k, B) over the rows where M is true.
+
+    Since mad <= 1.4826 * range, columns whose range keeps 10 mad^2 clearly below 100 get 100
+    without computing their median (the common case); the others get R's mad exactly.
+    """
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    used = np.ones(Y.shape, dtype=bool) if M is None else np.asarray(M) > 0
+    out = np.full(Y.shape[1], MF_TAU2_MAX)
+    rng = np.where(used, Y, -np.inf).max(axis=0) - np.where(used, Y, np.inf).min(axis=0)
+    bound = MAD_CONSTANT * rng
+    need = np.flatnonzero(10.0 * bound * bound >= 0.99 * MF_TAU2_MAX)
+    if need.size:
+        mad = r_mad(Y[:, need], used[:, need])
+        out[need] = np.maximum(MF_TAU2_MAX, 10.0 * (mad * mad))
+    return out
+
+
+def _halve(t, adj):
+    """metafor's ``while (tau2 + adj < tau2.min) adj <- adj / 2`` (tau2.min = 0). At tau2 = 0
+    a negative step halves down to -0.0, which leaves tau2 at 0: done in one go here."""
+    adj = np.where((t == 0.0) & (adj < 0.0), -0.0, adj)
+    neg = t + adj < 0.0
+    while np.any(neg):
+        adj = np.where(neg, adj / 2.0, adj)
+        neg = t + adj < 0.0
+    return adj
+
+
+def mf_scoring(step, start):
+    """metafor's ML/REML/EB loop of rma.uni (default control) for n fits at once.
+
+    ``step(t, idx)`` returns the update ``adj`` of the fits ``idx`` at tau2 ``t``. Per fit, as
+    metafor: ``adj`` NaN -> 0 (here also +-inf, on which metafor fails one step later), step
+    halving while ``tau2 + adj < 0``, ``change = |old - new|``;
+    converged when ``change <= MF_THRESHOLD`` within ``MF_MAXITER`` iterations, failed when
+    iteration ``MF_MAXITER + 1`` is reached (metafor: "Fisher scoring algorithm did not
+    converge"). Returns (tau2, converged, iterations).
+    """
+    tau2 = np.array(start, dtype=float, copy=True).reshape(-1)
+    n = tau2.size
+    conv = np.zeros(n, dtype=bool)
+    iters = np.zeros(n, dtype=int)
+    act = np.arange(n)
+    for it in range(1, MF_MAXITER + 2):
+        if act.size == 0:
+            break
+        t = tau2[act]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adj = np.asarray(step(t, act), dtype=float)
+        adj = _halve(t, np.where(np.isfinite(adj), adj, 0.0))
+        new = t + adj
+        change = np.abs(t - new)
+        tau2[act] = new
+        iters[act] = it
+        if it > MF_MAXITER:
+            break
+        done = change <= MF_THRESHOLD
+        conv[act[done]] = True
+        act = act[~done]
+    return tau2, conv, iters
+
+
+def mf_scoring1(step, start: float):
+    """``mf_scoring`` for one fit in Python floats (``step(t)`` -> adj)."""
+    t = float(start)
+    for it in range(1, MF_MAXITER + 2):
+        try:
+            adj = float(step(t))
+        except ZeroDivisionError:
+            adj = 0.0
+        if not math.isfinite(adj):
+            adj = 0.0
+        if t == 0.0 and adj < 0.0:
+            adj = -0.0
+        while t + adj < 0.0:
+            adj = adj / 2.0
+        new = t + adj
+        change = abs(t - new)
+        t = new
+        if it > MF_MAXITER:
+            return t, False, it
+        if change <= MF_THRESHOLD:
+            return t, True, it
+    raise AssertionError("unreachable")
+
+
+def mf_bounded_root(q, target, upper, maxiter=MF_MAXITER):
+    """Q(tau2) = target on [0, upper] for n fits, as metafor: 0 where ``Q(0) < target``;
+    ``upper`` where ``Q(upper) > target`` (flagged: for PM metafor stops with "Value of
+    'tau2.max' too low", confint reports the end); otherwise R's
+    ``uniroot(Q - target, c(0, upper), tol = MF_TOL, maxiter)``.
+
+    ``q(t, idx)`` returns Q of the fits ``idx`` at tau2 ``t``. Returns (tau2, iterations,
+    above) with ``above`` True where the root lies beyond ``upper``.
+    """
+    target = np.atleast_1d(np.asarray(target, dtype=float))
+    upper = np.atleast_1d(np.asarray(upper, dtype=float))
+    n = max(target.size, upper.size)
+    target = np.broadcast_to(target, (n,))
+    upper = np.broadcast_to(upper, (n,))
+    out = np.zeros(n)
+    iters = np.zeros(n, dtype=int)
+    above = np.zeros(n, dtype=bool)
+    q0 = np.asarray(q(np.zeros(n), np.arange(n)), dtype=float)
+    rest = np.flatnonzero(~(q0 < target))
+    if rest.size:
+        qu = np.asarray(q(upper[rest], rest), dtype=float)
+        hi = qu > target[rest]
+        out[rest[hi]] = upper[rest[hi]]
+        above[rest[hi]] = True
+        go = rest[~hi]
+        if go.size:
+            tg = target[go]
+            r = uniroot(lambda x, j: q(x, go[j]) - tg[j], np.zeros(go.size), upper[go],
+                        q0[go] - tg, qu[~hi] - tg, MF_TOL, maxiter)
+            out[go] = r.root
+            iters[go] = r.iterations
+    return out, iters, above
+
+
+def mf_bounded_root1(q, target: float, upper: float, maxiter=MF_MAXITER):
+    """``mf_bounded_root`` for one fit in Python floats (``q(t)`` -> Q)."""
+    target, upper = float(target), float(upper)
+    q0 = float(q(0.0))
+    if q0 < target:
+        return 0.0, 0, False
+    qu = float(q(upper))
+    if qu > target:
+        return upper, 0, True
+    r = uniroot1(lambda x: q(x) - target, 0.0, upper, q0 - target, qu - target, MF_TOL,
+                 maxiter)
+    return r.root, r.iterations, False
+
+
+def _tau2_fit_metafor(Y, Yc, V, M, X, method, int_only, kb, p) -> Tau2Fit:
+    """ML, REML, EB or PM per column (k >= p + 1 everywhere) under metafor's default control;
+    columns where metafor fails are computed as under "optimum" and flagged safeguarded."""
+    B = Y.shape[1]
+    XX = None if (int_only or B <= FEW_COLUMNS) else design_products(X)
+    reset = np.zeros(B, dtype=bool)
+    if method == "PM":
+        def q(t, idx):
+            return q_stat(Yc[:, idx], V[:, idx], M[:, idx], X, t, int_only, XX)
+
+        tau2, iters, failed = mf_bounded_root(q, kb - p, rma_tau2_max(Y, M))
+        if np.any(failed):
+            tau2[failed], _ = q_root(Yc[:, failed], V[:, failed], M[:, failed], X,
+                                     (kb - p)[failed], None, int_only)
+        return Tau2Fit(tau2, np.ones(B, dtype=bool), iters, reset, failed)
+    start = np.maximum(_raw_closed_form("HE", Yc, V, M, X, int_only, kb, p), 0.0)
+    if method == "EB":
+        def step(t, idx):
+            return _eb_step(Yc[:, idx], V[:, idx], M[:, idx], X, int_only, t, kb[idx], p, XX)
+    else:
+        def step(t, idx):
+            return _fs_step(method, Yc[:, idx], V[:, idx], M[:, idx], X, int_only, t, XX)
+    tau2, conv, iters = mf_scoring(step, start)
+    if method != "EB":
+        reset = _ll0_reset(method, Yc, V, M, X, tau2, conv & (tau2 > MF_THRESHOLD), int_only)
+        tau2 = np.where(reset, 0.0, tau2)
+    failed = ~conv
+    if np.any(failed):
+        sub = _tau2_fit(Y[:, failed], V[:, failed], X, M[:, failed], method, "optimum")
+        tau2[failed] = sub.tau2
+        conv[failed] = sub.converged
+        reset[failed] = sub.reset_to_zero
+    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, failed & conv)
+
+
+def tau2_fit(Y, V, method="REML", X=None, mask=None, control=DEFAULT_CONTROL) -> Tau2Fit:
     """tau^2 for every column of Y with convergence information (see ``tau2_batch``)."""
     check_option("method", method, METHODS)
+    check_control(control)
     S = _as_subsets(Y, V, X, mask)
     if S is not None:
         with single_threaded_blas():
-            return _subset_tau2_blocks(S, method)
+            return _subset_tau2_blocks(S, method, control)
     if mask is not None and isinstance(Y, np.ndarray) and Y.ndim == 1:
         Y = np.broadcast_to(Y[:, None], np.shape(mask))
     Y, V, X, M, _ = as_batch(Y, V, X, mask)
-    return _tau2_fit(Y, V, X, M, method)
+    return _tau2_fit(Y, V, X, M, method, control)
 
 
 def _as_subsets(Y, V, X, mask):
@@ -588,7 +860,7 @@ def _as_subsets(Y, V, X, mask):
     return y, v, m
 
 
-def _subset_tau2_blocks(yvm, method) -> Tau2Fit:
+def _subset_tau2_blocks(yvm, method, control=DEFAULT_CONTROL) -> Tau2Fit:
     """``subset_tau2`` over the columns of a (k, B) mask, in blocks."""
     y, v, m = yvm
     k, B = m.shape
@@ -599,11 +871,11 @@ def _subset_tau2_blocks(yvm, method) -> Tau2Fit:
     for start in range(0, B, step):
         S = Subsets(y, v, rows[start:start + step], like=first)
         first = first or S
-        parts.append(subset_tau2(S, method))
+        parts.append(subset_tau2(S, method, control))
     return Tau2Fit(*(np.concatenate(c) for c in zip(*parts)))
 
 
-def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
+def _tau2_fit(Y, V, X, M, method, control=DEFAULT_CONTROL) -> Tau2Fit:
     B = Y.shape[1]
     p = X.shape[1]
     kb = M.sum(axis=0)
@@ -627,7 +899,8 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
     Yc = centered(Y, M)
     if np.any(one):
         # fit the columns with k >= 2 and put 0 where k = 1
-        res = _tau2_fit(Y[:, ~one], V[:, ~one], X, M[:, ~one], method) if np.any(~one) else None
+        res = (_tau2_fit(Y[:, ~one], V[:, ~one], X, M[:, ~one], method, control)
+               if np.any(~one) else None)
         tau2 = zeros.copy()
         conv = ok.copy()
         iters = it0.copy()
@@ -638,6 +911,8 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
     if method in ("DL", "HE", "HS", "SJ"):
         raw = _raw_closed_form(method, Yc, V, M, X, int_only, kb, p)
         return Tau2Fit(np.maximum(raw, 0.0), ok, it0, reset, reset)
+    if control == "metafor":
+        return _tau2_fit_metafor(Y, Yc, V, M, X, method, int_only, kb, p)
     if method in ("PM", "EB"):
         tau2, iters = q_root(Yc, V, M, X, kb - p, None, int_only)
         return Tau2Fit(tau2, ok, iters, reset, reset)
@@ -666,7 +941,7 @@ def _tau2_fit(Y, V, X, M, method) -> Tau2Fit:
     return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, safe & conv)
 
 
-def tau2_batch(Y, V, method="REML", X=None, mask=None):
+def tau2_batch(Y, V, method="REML", X=None, mask=None, control=DEFAULT_CONTROL):
     """tau^2 for every column of ``Y``; vectorised, memory linear in k.
 
     Parameters
@@ -679,6 +954,8 @@ def tau2_batch(Y, V, method="REML", X=None, mask=None):
     X : (k, p) design matrix shared by all columns (None: intercept only).
     mask : optional (k, B) bool, rows taking part in each column's fit (leave-one-out,
         cumulative, GOSH subsets).
+    control : "metafor" (default: metafor's default control, step for step) or "optimum"
+        (iterate to the optimum); see the module docstring.
 
     Returns
     -------
@@ -693,10 +970,11 @@ def tau2_batch(Y, V, method="REML", X=None, mask=None):
     0.022437
     """
     check_option("method", method, METHODS)
+    check_control(control)
     if mask is not None and np.ndim(mask) == 2:
-        return tau2_fit(Y, V, method, X, mask).tau2
+        return tau2_fit(Y, V, method, X, mask, control).tau2
     Y, V, X, M, squeeze = as_batch(Y, V, X, mask)
-    fit = _tau2_fit(Y, V, X, M, method)
+    fit = _tau2_fit(Y, V, X, M, method, control)
     return float(fit.tau2[0]) if squeeze else fit.tau2
 
 
@@ -814,12 +1092,13 @@ class Subsets:
     def __init__(self, y, v, rows=None, like=None):
         if like is not None:                 # the same data as ``like`` (blocks of one batch)
             self.k, self.shift, self.y, self.v = like.k, like.shift, like.y, like.v
-            self.P, base = like.P, like._base
+            self.P, base, self.y_raw = like.P, like._base, like.y_raw
         else:
             y = np.asarray(y, dtype=float)
             v = np.asarray(v, dtype=float)
             k = y.size
             self.k = k
+            self.y_raw = y
             self.shift = float(y.mean())
             yc = y - self.shift
             self.y, self.v = yc, v
@@ -899,6 +1178,14 @@ class Subsets:
     def q0(self):
         """Q (weights 1/v) of every fit: sum w (y - ybar_w)^2."""
         return self.swy20 - self.swy0 ** 2 / self.sw0
+
+    def tau2_max(self, idx=None):
+        """rma.uni's ``max(100, 10 * mad(yi)^2)`` of each fit (over its studies' raw yi)."""
+        if self.Mf is None:
+            return rma_tau2_max(self.y_raw)
+        rows = self.Mf if idx is None else self.Mf[idx]
+        return rma_tau2_max(np.broadcast_to(self.y_raw[:, None], (self.k, rows.shape[0])),
+                            rows.T)
 
     def dense(self, idx):
         """(k, n) arrays Y (0 outside the fit), V (1 outside), M (float) for the generic code."""
@@ -1129,7 +1416,7 @@ def subset_q_root(S: Subsets, target, upper=None, cols=None):
     return out, iters
 
 
-def subset_tau2(S: Subsets, method) -> Tau2Fit:
+def subset_tau2(S: Subsets, method, control=DEFAULT_CONTROL) -> Tau2Fit:
     """tau^2 of every fit of ``S`` (B,), exactly as ``_tau2_fit`` for the intercept-only
     model of each subset (metafor's k = 1 rule: tau2 = 0 for fits of one study)."""
     B = S.B
@@ -1149,6 +1436,8 @@ def subset_tau2(S: Subsets, method) -> Tau2Fit:
         tau2[many] = np.maximum(raw[many], 0.0)
         return Tau2Fit(tau2, ok, it0, reset, reset)
     iters = it0.copy()
+    if control == "metafor" and many.size:
+        return _subset_tau2_metafor(S, method, many)
     if method in ("PM", "EB"):
         tau2[many], iters[many] = subset_q_root(S, kb[many] - 1, None, many)
         return Tau2Fit(tau2, ok, iters, reset, reset)
@@ -1168,14 +1457,27 @@ def subset_tau2(S: Subsets, method) -> Tau2Fit:
         tau2[bad] = t_s
         conv[bad] = ok_s
     # metafor's ll0check: if tau2 = 0 beats the converged value, take 0
-    chk = np.flatnonzero(conv & (tau2 > CONV_TOL * scale))
+    reset = _subset_ll0_reset(S, method, tau2, conv & (tau2 > CONV_TOL * scale))
+    tau2 = np.where(reset, 0.0, tau2)
+    if not np.all(conv):
+        nc = np.flatnonzero(~conv)
+        tau2[nc] = np.maximum(_subset_closed_form(S, "DL")[nc], 0.0)
+    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, safe & conv)
+
+
+def _subset_ll0_reset(S: Subsets, method, tau2, chk):
+    """metafor's ll0check for the fits ``chk`` (bool (B,)) of ``S``: True where the ML/REML
+    log-likelihood at tau2 = 0 beats the one at ``tau2`` by more than ``LL0_TOL``."""
+    B = S.B
+    reset = np.zeros(B, dtype=bool)
+    chk = np.flatnonzero(chk)
     if chk.size:
         t = tau2[chk]
         sw, swy, swy2 = S.sums(t, chk if chk.size < B else None, 1)
         rss1 = swy2 - swy ** 2 / sw
         rss0 = S.swy20[chk] - S.swy0[chk] ** 2 / S.sw0[chk]
         logv1 = S.logsum(t, chk if chk.size < B else None)
-        kc = kb[chk]
+        kc = S.kb[chk]
         c = 0.5 * np.log(2 * np.pi)
         if method == "ML":
             ll0 = -c * kc - 0.5 * S.slogv[chk] - 0.5 * rss0
@@ -1183,13 +1485,96 @@ def subset_tau2(S: Subsets, method) -> Tau2Fit:
         else:
             ll0 = -c * (kc - 1) - 0.5 * S.slogv[chk] - 0.5 * np.log(S.sw0[chk]) - 0.5 * rss0
             ll1 = -c * (kc - 1) - 0.5 * logv1 - 0.5 * np.log(sw) - 0.5 * rss1
-        hit = ll0 - ll1 > LL0_TOL
-        reset[chk[hit]] = True
+        reset[chk[ll0 - ll1 > LL0_TOL]] = True
+    return reset
+
+
+def _subset_fs_adj(method, s):
+    """metafor's ML/REML Fisher-scoring step from the sums ``s`` of ``Subsets.sums``
+    (order 2 for ML, 3 for REML); arrays or floats."""
+    sw, swy, sw2, sw2y, sw2y2 = s[0], s[1], s[3], s[4], s[5]
+    mu = swy / sw
+    yPPy = sw2y2 - 2.0 * mu * sw2y + mu * mu * sw2
+    if method == "ML":
+        return (yPPy - sw) / sw2
+    h = sw2 / sw
+    return (yPPy - (sw - h)) / (sw2 - 2.0 * s[6] / sw + h * h)
+
+
+def _subset_eb_adj(s, kb):
+    """metafor's EB update ``(Q k / (k - 1) - k) / sum w`` from order-1 sums."""
+    sw, swy, swy2 = s[0], s[1], s[2]
+    q = swy2 - swy ** 2 / sw
+    return (q * kb / (kb - 1) - kb) / sw
+
+
+def _subset_tau2_metafor(S: Subsets, method, many) -> Tau2Fit:
+    """``subset_tau2`` under metafor's default control for the fits ``many`` (k >= 2; the
+    others keep tau2 = 0). Fits where metafor fails are computed as under "optimum" and
+    flagged safeguarded."""
+    B = S.B
+    kb = S.kb
+    tau2 = np.zeros(B)
+    iters = np.zeros(B, dtype=int)
+    conv = np.ones(B, dtype=bool)
+    reset = np.zeros(B, dtype=bool)
+    failed = np.zeros(B, dtype=bool)
+    all_fits = many.size == B
+
+    def rows(idx):                      # the rows of S for positions idx of ``many``
+        return None if (all_fits and idx.size == B) else many[idx]
+
+    if method == "PM":
+        if B == 1:
+            def q1(t):
+                sw, swy, swy2 = S.sums1(t, 1)
+                return swy2 - swy ** 2 / sw
+
+            t, it, above = mf_bounded_root1(q1, kb[0] - 1, S.tau2_max()[0])
+            tau2[0], iters[0], failed[0] = t, it, above
+        else:
+            def q(t, idx):
+                sw, swy, swy2 = S.sums(t, rows(idx), 1)
+                return swy2 - swy ** 2 / sw
+
+            tau2[many], iters[many], failed[many] = mf_bounded_root(
+                q, kb[many] - 1, S.tau2_max(None if all_fits else many))
+        if np.any(failed):
+            bad = np.flatnonzero(failed)
+            tau2[bad], _ = subset_q_root(S, kb[bad] - 1, None, bad)
+        return Tau2Fit(tau2, conv, iters, reset, failed)
+    start = np.maximum(_subset_closed_form(S, "HE")[many], 0.0)
+    order = 1 if method == "EB" else (2 if method == "ML" else 3)
+    if B == 1:
+        k1 = float(kb[0])
+        if method == "EB":
+            def step1(t):
+                return _subset_eb_adj(S.sums1(t, 1), k1)
+        else:
+            def step1(t):
+                return _subset_fs_adj(method, S.sums1(t, order))
+
+        t, c, it = mf_scoring1(step1, float(start[0]))
+        tau2[0], conv[0], iters[0] = t, c, it
+    else:
+        if method == "EB":
+            def step(t, idx):
+                return _subset_eb_adj(S.sums(t, rows(idx), 1), kb[many[idx]])
+        else:
+            def step(t, idx):
+                return _subset_fs_adj(method, S.sums(t, rows(idx), order))
+
+        tau2[many], conv[many], iters[many] = mf_scoring(step, start)
+    if method != "EB":
+        reset = _subset_ll0_reset(S, method, tau2, conv & (tau2 > MF_THRESHOLD))
         tau2 = np.where(reset, 0.0, tau2)
-    if not np.all(conv):
-        nc = np.flatnonzero(~conv)
-        tau2[nc] = np.maximum(_subset_closed_form(S, "DL")[nc], 0.0)
-    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, safe & conv)
+    failed = ~conv
+    if np.any(failed):
+        bad = np.flatnonzero(failed)
+        sub = subset_tau2(Subsets(None, None, None if S.Mf is None else S.Mf[bad], like=S),
+                          method, "optimum")
+        tau2[bad], conv[bad], reset[bad] = sub.tau2, sub.converged, sub.reset_to_zero
+    return Tau2Fit(np.maximum(tau2, 0.0), conv, iters, reset, failed & conv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1212,7 +1597,7 @@ class Design:
     def __init__(self, X, y, v):
         X = np.asarray(X, dtype=float)
         y = np.asarray(y, dtype=float)
-        self.X, self.v = X, np.asarray(v, dtype=float)
+        self.X, self.v, self.y_raw = X, np.asarray(v, dtype=float), y
         self.k, self.p = X.shape
         yc = y - y.mean()
         self.y = yc
@@ -1244,30 +1629,45 @@ class Design:
         return c1 - float(beta @ b1), c2 - 2.0 * float(beta @ b2) + float(beta @ C2 @ beta)
 
 
+def _design_fs_step(D: Design, method, t: float) -> float:
+    """metafor's ML/REML Fisher-scoring step of one meta-regression at tau2 ``t``."""
+    m = D.moments(t, 2 if method == "ML" else 3)
+    (C1, b1, c1, sw), (C2, b2, c2, sw2) = m[0], m[1]
+    try:
+        A = np.linalg.inv(C1)
+    except np.linalg.LinAlgError:
+        raise ModelError("the weighted design matrix X'WX is singular") from None
+    beta = A @ b1
+    yPPy = c2 - 2.0 * float(beta @ b2) + float(beta @ C2 @ beta)
+    AC2 = A @ C2
+    if method == "ML":
+        return (yPPy - sw) / sw2
+    C3 = m[2][0]
+    trP = sw - float(np.trace(AC2))
+    trPP = sw2 - 2.0 * float(np.sum(A * C3)) + float(np.sum(AC2 * AC2.T))
+    return (yPPy - trP) / trPP
+
+
+def _design_eb_step(D: Design, t: float) -> float:
+    """metafor's EB update ``(Q k / (k - p) - k) / sum w`` of one meta-regression."""
+    (C1, b1, c1, sw), = D.moments(t, 1)
+    try:
+        beta = np.linalg.solve(C1, b1)
+    except np.linalg.LinAlgError:
+        raise ModelError("the weighted design matrix X'WX is singular") from None
+    q = c1 - float(beta @ b1)
+    k = float(D.k)
+    return (q * k / (k - D.p) - k) / sw
+
+
 def design_fisher(D: Design, method, start):
     """ML/REML Fisher scoring with metafor's step halving for one fit (as
     ``_fisher_scoring``); returns (tau2, converged, iterations)."""
     t = float(start)
     last = np.inf
-    order = 2 if method == "ML" else 3
     it = 0
     for it in range(1, MAXITER + 1):
-        m = D.moments(t, order)
-        (C1, b1, c1, sw), (C2, b2, c2, sw2) = m[0], m[1]
-        try:
-            A = np.linalg.inv(C1)
-        except np.linalg.LinAlgError:
-            raise ModelError("the weighted design matrix X'WX is singular") from None
-        beta = A @ b1
-        yPPy = c2 - 2.0 * float(beta @ b2) + float(beta @ C2 @ beta)
-        AC2 = A @ C2
-        if method == "ML":
-            adj = (yPPy - sw) / sw2
-        else:
-            C3, sw3 = m[2][0], m[2][3]
-            trP = sw - float(np.trace(AC2))
-            trPP = sw2 - 2.0 * float(np.sum(A * C3)) + float(np.sum(AC2 * AC2.T))
-            adj = (yPPy - trP) / trPP
+        adj = _design_fs_step(D, method, t)
         if not np.isfinite(adj):
             adj = 0.0
         if t <= 0 and adj < 0:
@@ -1321,7 +1721,7 @@ def design_q_root(D: Design, target: float, upper=None):
     return t, it
 
 
-def design_tau2(D: Design, method) -> Tau2Fit:
+def design_tau2(D: Design, method, control=DEFAULT_CONTROL) -> Tau2Fit:
     """tau^2 of one meta-regression (arrays of shape (1,)), as ``_tau2_fit``: closed forms and
     the checks through the column-wise code, the iterations through ``Design``."""
     k, p = D.k, D.p
@@ -1332,6 +1732,8 @@ def design_tau2(D: Design, method) -> Tau2Fit:
         raise ModelError(f"{method} needs more studies than model coefficients (k = {k}, p = {p})")
     one = np.ones(1, dtype=bool)
     no = np.zeros(1, dtype=bool)
+    if control == "metafor":
+        return _design_tau2_metafor(D, method, Y, V, M)
     if method in ("PM", "EB"):
         t, it = design_q_root(D, k - p)
         return Tau2Fit(np.array([t]), one, np.array([it]), no, no)
@@ -1339,9 +1741,39 @@ def design_tau2(D: Design, method) -> Tau2Fit:
     t, conv, it = design_fisher(D, method, start)
     if not conv:
         # plain Fisher scoring failed: the column-wise code has the bracketed fallback
-        return _tau2_fit(Y, V, D.X, M, method)
+        return _tau2_fit(Y, V, D.X, M, method, control)
     reset = False
     if t > CONV_TOL * D.scale:
+        ll0 = loglik(method, Y, V, M, D.X, np.zeros(1), False)[0]
+        ll1 = loglik(method, Y, V, M, D.X, np.array([t]), False)[0]
+        if ll0 - ll1 > LL0_TOL:
+            t, reset = 0.0, True
+    return Tau2Fit(np.array([max(t, 0.0)]), one, np.array([it]), np.array([reset]), no)
+
+
+def _design_tau2_metafor(D: Design, method, Y, V, M) -> Tau2Fit:
+    """``design_tau2`` (ML, REML, EB, PM) under metafor's default control; where metafor fails
+    the fit is computed as under "optimum" and flagged safeguarded."""
+    k, p = D.k, D.p
+    one = np.ones(1, dtype=bool)
+    no = np.zeros(1, dtype=bool)
+    if method == "PM":
+        t, it, above = mf_bounded_root1(lambda x: D.q(x)[0], k - p,
+                                        float(rma_tau2_max(D.y_raw)[0]))
+        if above:
+            t, _ = design_q_root(D, k - p)
+        return Tau2Fit(np.array([t]), one, np.array([it]), no, np.array([above]))
+    start = max(float(_raw_closed_form("HE", Y, V, M, D.X, False, np.array([k]), p)[0]), 0.0)
+    if method == "EB":
+        t, conv, it = mf_scoring1(lambda x: _design_eb_step(D, x), start)
+    else:
+        t, conv, it = mf_scoring1(lambda x: _design_fs_step(D, method, x), start)
+    if not conv:
+        sub = design_tau2(D, method, "optimum")
+        return Tau2Fit(sub.tau2, sub.converged, np.array([it]), sub.reset_to_zero,
+                       sub.converged.copy())
+    reset = False
+    if method != "EB" and t > MF_THRESHOLD:
         ll0 = loglik(method, Y, V, M, D.X, np.zeros(1), False)[0]
         ll1 = loglik(method, Y, V, M, D.X, np.array([t]), False)[0]
         if ll0 - ll1 > LL0_TOL:

@@ -8,7 +8,8 @@
   normal or, under knha, from t(k - p).
 - Q-profile confidence intervals for tau^2 (and I^2, H^2 through ``vt``) as ``confint.rma.uni``
   (type "QP", its default for every method): the tau^2 where the generalised Q statistic equals
-  the chi^2(k - p) quantiles, searched on ``[0, max(100, 10 tau2)]``.
+  the chi^2(k - p) quantiles, searched on ``[0, max(100, 10 tau2)]``; ``control="metafor"``
+  (default) finds them with confint's default ``uniroot`` exactly as metafor does.
 
 All functions are vectorised over columns like ``estimators`` (arrays of shape (B,)).
 """
@@ -20,6 +21,7 @@ from scipy import special
 
 from . import estimators as est
 from .errors import OptionError
+from .options import DEFAULT_CONTROL
 
 
 # Distribution functions through scipy.special, the very functions scipy.stats' chi2, norm,
@@ -141,19 +143,27 @@ def prediction_interval(pred, se, tau2, crit):
     return pred - half, pred + half
 
 
-def q_profile_ci(Y, V, M, X, tau2, alpha, int_only=None, subsets=None, design=None):
+def q_profile_ci(Y, V, M, X, tau2, alpha, int_only=None, subsets=None, design=None,
+                 control=DEFAULT_CONTROL):
     """Q-profile CI for tau^2 as ``confint.rma.uni(type="QP")`` per column: (lower, upper).
 
-    Bounds are clipped to metafor's search interval [0, max(100, 10 tau2)]; with
-    ``tau2=None`` (EE models) they are not clipped. ``subsets``: the ``estimators.Subsets``
-    of an intercept-only model, ``design`` the ``estimators.Design`` of a single
-    meta-regression with an intercept (their kernels find the same roots faster).
+    Bounds are clipped to metafor's search interval [0, max(100, 10 tau2)]. ``subsets``: the
+    ``estimators.Subsets`` of an intercept-only model, ``design`` the ``estimators.Design`` of
+    a single meta-regression with an intercept (their kernels find the same roots faster).
+
+    ``control="metafor"`` (default): as confint() with its default control, step for step:
+    ``uniroot(tol = eps^0.25, maxiter = 1000)`` on ``[0, max(100, 10 tau2)]``, a bound at 0
+    where ``Q(0)`` is below its quantile, at the upper end where ``Q(upper)`` is above it.
+    For ``tau2=None`` (EE models, which confint() refuses) the interval is [0, 100], i.e. what
+    confint() would do for tau2 = 0. ``control="optimum"``: the exact roots (EE: unbounded).
     """
     kb = M.sum(axis=0)
     p = X.shape[1]
     df = kb - p
     crit_u = chi2_isf(alpha / 2, df)   # Q = crit_u -> lower bound
     crit_l = chi2_ppf(alpha / 2, df)   # Q = crit_l -> upper bound
+    if control == "metafor":
+        return _q_profile_metafor(Y, V, M, X, tau2, crit_u, crit_l, int_only, subsets, design)
     # metafor searches [0, max(100, 10 tau2)] and reports the end when the root lies beyond;
     # tau2 = None (EE models, which confint() refuses): the unbounded Q-profile root
     upper = None if tau2 is None else np.maximum(100.0, 10.0 * tau2)
@@ -169,6 +179,45 @@ def q_profile_ci(Y, V, M, X, tau2, alpha, int_only=None, subsets=None, design=No
         return lb, ub
     lb, _ = est.q_root(Y, V, M, X, crit_u, upper, int_only)
     ub, _ = est.q_root(Y, V, M, X, crit_l, upper, int_only)
+    return lb, ub
+
+
+def _q_profile_metafor(Y, V, M, X, tau2, crit_u, crit_l, int_only, subsets, design):
+    """``q_profile_ci`` under confint.rma.uni's default control (see there)."""
+    B = Y.shape[1]
+    if tau2 is None:
+        upper = np.full(B, est.MF_TAU2_MAX)
+    else:
+        # confint: tau2.max = max(100, x$tau2 * 10, tau2.min * 10), tau2.min = min(0, tau2)
+        upper = np.maximum(est.MF_TAU2_MAX, np.asarray(tau2, dtype=float) * 10.0)
+    crit_u = np.broadcast_to(np.asarray(crit_u, dtype=float), (B,))
+    crit_l = np.broadcast_to(np.asarray(crit_l, dtype=float), (B,))
+    one = None
+    if design is not None and B == 1:
+        def one(t):
+            return design.q(t)[0]
+    elif subsets is not None and subsets.B == 1 and B == 1:
+        def one(t):
+            sw, swy, swy2 = subsets.sums1(t, 1)
+            return swy2 - swy ** 2 / sw
+    if one is not None:
+        up = float(upper[0])
+        lb = est.mf_bounded_root1(one, float(crit_u[0]), up, est.MF_CI_MAXITER)[0]
+        ub = est.mf_bounded_root1(one, float(crit_l[0]), up, est.MF_CI_MAXITER)[0]
+        return np.array([lb]), np.array([ub])
+    if subsets is not None:
+        def q(t, idx):
+            sw, swy, swy2 = subsets.sums(t, idx, 1)
+            return swy2 - swy ** 2 / sw
+    else:
+        if int_only is None:
+            int_only = est.is_intercept_only(X)
+
+        def q(t, idx):
+            # confint.rma.uni profiles the uncentred outcome (.QE.func with Y = yi)
+            return est.q_stat(Y[:, idx], V[:, idx], M[:, idx], X, t, int_only)
+    lb = est.mf_bounded_root(q, crit_u, upper, est.MF_CI_MAXITER)[0]
+    ub = est.mf_bounded_root(q, crit_l, upper, est.MF_CI_MAXITER)[0]
     return lb, ub
 
 

@@ -23,6 +23,14 @@ subgroups(..., "pooled")               rma(yi, vi, mods = ~ g)$QM; estimates fro
 
 k = 1 follows metafor: tau^2 is set to 0, Q = 0, I^2 = 0, H^2 = 1, knha falls back to z
 (both with a MetaAllianceWarning); se of tau^2 and the heterogeneity CIs are None.
+
+``control`` (every function; ``options.CONTROLS``): "metafor" (the default) iterates tau^2 and
+the Q-profile CI exactly as metafor's default control does, so every number equals the plain
+metafor call in the table (and permutest() refits are skipped where metafor's fail);
+"optimum" iterates to the exact optimum (= metafor with
+``control = list(threshold = 1e-10, tol = 1e-12)``). Where metafor's default algorithm stops
+with an error (Fisher scoring not converged in 100 iterations, PM's root beyond
+``tau2.max``), "metafor" warns, uses the optimum and says so (``fallback`` of the result).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import numpy as np
 from . import estimators as est
 from . import inference as inf
 from .errors import DataError, MetaAllianceWarning, ModelError
-from .options import METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN, YI_MAX, check_option
+from .options import (CONTROLS, DEFAULT_CONTROL, METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN,
+                      YI_MAX, check_option)
 from .results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
                       SubgroupResult, provenance)
 
@@ -100,11 +109,12 @@ def _pos(idx, n=5):
     return s + (" ..." if idx.size > n else "")
 
 
-def _options(method, test, measure=None):
+def _options(method, test, measure=None, control=DEFAULT_CONTROL):
     check_option("method", method, METHODS)
     check_option("test", test, TESTS)
     if measure is not None:
         check_option("measure", measure, MEASURES)
+    check_option("control", control, CONTROLS)
 
 
 def _has_intercept(X) -> np.ndarray:
@@ -120,9 +130,18 @@ def _none(x):
 # the core single-model fit
 
 
-def _fit(y, v, X, names, method, test, level):
+def _metafor_fails(method) -> str:
+    """What metafor's default control does where ``Tau2Fit.safeguarded`` is set."""
+    if method == "PM":
+        return ("the root of Q(tau^2) = k - p lies beyond metafor's search interval "
+                "[0, max(100, 10 mad(yi)^2)] (metafor stops: \"Value of 'tau2.max' too low\")")
+    return ("metafor's Fisher scoring does not converge within 100 iterations (metafor stops: "
+            "\"Fisher scoring algorithm did not converge\")")
+
+
+def _fit(y, v, X, names, method, test, level, control=DEFAULT_CONTROL):
     """Fit one model; a dict of every quantity at full precision."""
-    _options(method, test)
+    _options(method, test, None, control)
     lv, alpha = inf.level_alpha(level)
     k, p = X.shape
     int_only = est.is_intercept_only(X)
@@ -152,14 +171,19 @@ def _fit(y, v, X, names, method, test, level):
     S = est.Subsets(y, v) if int_only else None
     D = est.Design(X, y, v) if (not int_only and k > p and _has_intercept(X).any()) else None
     if S is not None:
-        tfit = est.subset_tau2(S, method)
+        tfit = est.subset_tau2(S, method, control)
     elif D is not None:
-        tfit = est.design_tau2(D, method)
+        tfit = est.design_tau2(D, method, control)
     else:
-        tfit = est._tau2_fit(Y, V, X, M, method)
+        tfit = est._tau2_fit(Y, V, X, M, method, control)
     tau2 = float(tfit.tau2[0])
     converged = bool(tfit.converged[0])
     method_used = method if converged else "DL"
+    fallback = None
+    if control == "metafor" and tfit.safeguarded[0]:
+        fallback = (f"{_metafor_fails(method)}; tau^2 is the {method} estimate found by the "
+                    "safeguarded search of control 'optimum'")
+        warnings.warn(f"{method}: {fallback}", MetaAllianceWarning, stacklevel=3)
     if not converged:
         warnings.warn(f"{method} estimation of tau^2 did not converge; using the DL estimate",
                       MetaAllianceWarning, stacklevel=3)
@@ -197,7 +221,7 @@ def _fit(y, v, X, names, method, test, level):
         t2lo = t2hi = i2lo = i2hi = h2lo = h2hi = None
     else:
         lb, ub = inf.q_profile_ci(Y, V, M, X, None if method == "EE" else np.array([tau2]),
-                                  alpha, int_only, subsets=S, design=D)
+                                  alpha, int_only, subsets=S, design=D, control=control)
         t2lo, t2hi = float(lb[0]), float(ub[0])
         i2lo, h2lo = (float(a) for a in inf.i2_h2_from_tau2(t2lo, vt))
         i2hi, h2hi = (float(a) for a in inf.i2_h2_from_tau2(t2hi, vt))
@@ -205,7 +229,7 @@ def _fit(y, v, X, names, method, test, level):
     pi_lo, pi_hi = inf.prediction_interval(beta, se, tau2, crit)
     r2 = None
     if p > 1 and has_int.any():
-        r2 = _pseudo_r2(y, v, X, method, tau2, f, w)
+        r2 = _pseudo_r2(y, v, X, method, tau2, f, w, control)
     return dict(
         k=k, p=p, method=method, method_used=method_used, converged=converged, test=test,
         level=lv, alpha=alpha, tau2=tau2, se_tau2=se_t2, beta=beta, vb=vb, se=se, stat=stat,
@@ -213,11 +237,11 @@ def _fit(y, v, X, names, method, test, level):
         qm_df=m, qm_df2=(k - p if test == "knha" else None), qm_p=qm_p, btt=btt, qe=qe,
         qe_df=int(qdf), qe_p=qp, vt=vt, i2=i2, h2=h2, tau2_ci=(t2lo, t2hi),
         i2_ci=(i2lo, i2hi), h2_ci=(h2lo, h2hi), weights=100 * w / w.sum(), r2=r2,
-        iterations=int(tfit.iterations[0]),
+        iterations=int(tfit.iterations[0]), control=control, fallback=fallback,
     )
 
 
-def _pseudo_r2(y, v, X, method, tau2, f, w):
+def _pseudo_r2(y, v, X, method, tau2, f, w, control=DEFAULT_CONTROL):
     """metafor's R^2 (r2def "1"): max(0, 100 (tau2_RE - tau2) / tau2_RE); EE: adjusted R^2 of
     the weighted least-squares regression (summary(lm(yi ~ X, weights = 1/vi)))."""
     k, p = X.shape
@@ -230,7 +254,8 @@ def _pseudo_r2(y, v, X, method, tau2, f, w):
         rss = np.sum(w * f.r[:, 0] ** 2)
         r2 = mss / (mss + rss)
         return max(0.0, 100 * (1 - (1 - r2) * (k - 1) / (k - p)))
-    re = est.subset_tau2(est.Subsets(y, v), method)
+    # metafor refits rma.uni(yi, vi, method) with the model's control
+    re = est.subset_tau2(est.Subsets(y, v), method, control)
     tau2_re = float(re.tau2[0])
     if tau2_re == 0.0:
         return 0.0
@@ -241,7 +266,8 @@ def _pseudo_r2(y, v, X, method, tau2, f, w):
 # random-effects model
 
 
-def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measure="ZCOR"):
+def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measure="ZCOR",
+                   control=DEFAULT_CONTROL):
     """Pool effect sizes with a random-effects model (``method="EE"``: equal effects).
 
     Parameters
@@ -252,6 +278,10 @@ def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measu
     level : confidence level in percent (95) or as a fraction (0.95).
     labels : study labels (default "Study 1", ...).
     measure : "ZCOR" (yi are Fisher z; tanh for display) or "generic".
+    control : "metafor" (default): tau^2 and its Q-profile CI are found exactly as metafor's
+        default control finds them (Fisher scoring to |change| <= 1e-5, uniroot with
+        tol = eps^0.25), so every number equals a plain ``rma()``/``confint()`` call;
+        "optimum": iterate to the exact optimum (``options.CONTROLS``).
 
     Returns
     -------
@@ -264,10 +294,10 @@ def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measu
     >>> round(res.estimate, 4), round(res.tau2, 4), res.q_df
     (0.3089, 0.0224, 3)
     """
-    _options(method, test, measure)
+    _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)
     X = np.ones((y.size, 1))
-    r = _fit(y, v, X, [INTERCEPT], method, test, level)
+    r = _fit(y, v, X, [INTERCEPT], method, test, level, control)
     return RandomEffectsResult(
         k=r["k"], method=method, test=r["test"], level=r["level"], measure=measure,
         estimate=float(r["beta"][0]), se=float(r["se"][0]), stat=float(r["stat"][0]),
@@ -279,9 +309,15 @@ def random_effects(yi, vi, method="REML", test="z", level=95, labels=None, measu
         h2_ci_upper=r["h2_ci"][1], q=r["qe"], q_df=r["qe_df"], q_pvalue=r["qe_p"], vt=r["vt"],
         yi=_ro(y), vi=_ro(v), weights=_ro(r["weights"]), labels=labels,
         provenance=provenance(method, r["test"], r["k"], y, v, method_used=r["method_used"],
-                              measure=measure, level=r["level"]),
-        converged=r["converged"], method_used=r["method_used"],
+                              measure=measure, level=r["level"], control=control,
+                              **_fallback_prov(r)),
+        converged=r["converged"], method_used=r["method_used"], control=control,
+        fallback=r["fallback"],
     )
+
+
+def _fallback_prov(r) -> dict:
+    return {} if r["fallback"] is None else {"fallback": r["fallback"]}
 
 
 def _ro(a):
@@ -310,13 +346,16 @@ class BatchResult(NamedTuple):
     converged: np.ndarray
 
 
-def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> BatchResult:
+def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None,
+                         control=DEFAULT_CONTROL) -> BatchResult:
     """``random_effects`` for every column of ``Y`` (k, B) at once (no tau^2 CIs).
 
     ``V`` is (k,) or (k, B); ``mask`` (k, B) bool selects the studies of each column's fit
     (leave-one-out: ``~np.eye(k, dtype=bool)``; cumulative: ``np.tri(k, dtype=bool).T``).
     Each column gives exactly what ``random_effects`` gives for its studies (columns with
     one study follow the k = 1 rule without warnings; knha falls back to z there).
+    ``control`` as in ``random_effects`` (metafor's leave1out(), cumul(), gosh() ... refit
+    with the model's control); ``converged`` is False where tau^2 is the DL fallback.
 
     Subsets of one dataset (``Y`` 1-d or a stride-0 broadcast of one column, ``V`` (k,),
     and a mask) go through ``estimators.Subsets``: sums over each subset as BLAS products,
@@ -332,7 +371,7 @@ def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> 
     >>> [round(float(x), 4) for x in loo.estimate]
     [0.3889, 0.323, 0.306, 0.2323]
     """
-    _options(method, test)
+    _options(method, test, None, control)
     lv, alpha = inf.level_alpha(level)
     y = est.shared_column(Y)
     v = est.shared_column(V) if isinstance(V, np.ndarray) and V.ndim == 2 else V
@@ -343,7 +382,7 @@ def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> 
         if (v.ndim == 1 and y.shape == v.shape and m.ndim == 2 and m.shape[0] == y.size
                 and np.all(np.isfinite(y)) and np.all(np.isfinite(v)) and np.all(v > 0)):
             with est.single_threaded_blas():
-                return _subset_batch(y, v, m, method, test, alpha)
+                return _subset_batch(y, v, m, method, test, alpha, control)
     if mask is not None and isinstance(Y, np.ndarray) and np.ndim(Y) == 1:
         Y = np.broadcast_to(np.asarray(Y, dtype=float)[:, None], np.shape(mask))
     Y, V, X, M, _ = est.as_batch(Y, V, None, mask)
@@ -351,7 +390,7 @@ def random_effects_batch(Y, V, method="REML", test="z", level=95, mask=None) -> 
     if np.any(kb < 1):
         raise ModelError("a column of the batch has no studies")
     with est.single_threaded_blas():
-        tfit = est._tau2_fit(Y, V, X, M, method)
+        tfit = est._tau2_fit(Y, V, X, M, method, control)
     tau2 = tfit.tau2
     w = M / (V + tau2)
     f = est.wls(X, w, Y, True)
@@ -392,7 +431,7 @@ def _batch_result(kb, beta, var, tau2, qe, qp, vt, df, method, test, alpha, conv
                        pl, pu, tau2, qe, qp, i2, h2, converged)
 
 
-def _subset_batch(y, v, mask, method, test, alpha) -> BatchResult:
+def _subset_batch(y, v, mask, method, test, alpha, control=DEFAULT_CONTROL) -> BatchResult:
     """``random_effects_batch`` for subsets of one dataset, in blocks of fits."""
     k, B = mask.shape
     if B == 0:
@@ -407,7 +446,7 @@ def _subset_batch(y, v, mask, method, test, alpha) -> BatchResult:
         first = first or S
         if np.any(S.kb < 1):
             raise ModelError("a column of the batch has no studies")
-        tfit = est.subset_tau2(S, method)
+        tfit = est.subset_tau2(S, method, control)
         tau2 = tfit.tau2
         sw, swy, _ = S.sums(tau2, None, 1)
         var = 1.0 / sw
@@ -558,7 +597,8 @@ def design_matrix(data, formula: str):
 
 
 def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, labels=None,
-                    measure="ZCOR", permutations=None, seed=None, exact=False, progress=None):
+                    measure="ZCOR", permutations=None, seed=None, exact=False, progress=None,
+                    control=DEFAULT_CONTROL):
     """Mixed-effects meta-regression ``rma(yi, vi, mods = formula, data = data)``.
 
     Rows with a missing value in a moderator are omitted with a MetaAllianceWarning (as
@@ -566,8 +606,10 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
     permutest() p-values for QM and every coefficient; the test is exact (all distinct
     permutations) when their number is <= N or ``exact=True``. ``progress(done, total)`` is
     called as batches of permutations are fitted (the command line's progress bar).
+    ``control`` as in ``random_effects``; the permutation refits use it too (as permutest()
+    refits with the model's control).
     """
-    _options(method, test, measure)
+    _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)
     if len(data) != y.size:
         raise DataError(f"data has {len(data)} rows but yi has {y.size} values")
@@ -579,14 +621,14 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
         y, v, X = y[keep], v[keep], X[keep]
         labels = tuple(lb for lb, kp in zip(labels, keep) if kp)
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, formula, omitted, progress)
+                            seed, exact, formula, omitted, progress, control)
 
 
 def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level=95,
                            labels=None, measure="ZCOR", permutations=None, seed=None,
-                           exact=False, progress=None):
+                           exact=False, progress=None, control=DEFAULT_CONTROL):
     """Meta-regression on a ready design matrix ``X`` (include the intercept column yourself)."""
-    _options(method, test, measure)
+    _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
@@ -602,18 +644,18 @@ def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level
     if len(names) != X.shape[1]:
         raise DataError(f"{len(names)} names for {X.shape[1]} columns of X")
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, None, 0, progress)
+                            seed, exact, None, 0, progress, control)
 
 
 def _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations, seed,
-                     exact, formula, omitted, progress=None):
+                     exact, formula, omitted, progress=None, control=DEFAULT_CONTROL):
     if y.size == 0:
         raise DataError("no studies left after omitting rows with missing moderator values")
-    r = _fit(y, v, X, names, method, test, level)
+    r = _fit(y, v, X, names, method, test, level, control)
     perm = None
     if permutations is not None:
         perm = permutation_test(y, v, X, method, r["test"], r["btt"], r["stat"], r["qm"],
-                                permutations, seed, exact, progress)
+                                permutations, seed, exact, progress, control)
     coefs = tuple(
         Coefficient(name=names[j], estimate=float(r["beta"][j]), se=float(r["se"][j]),
                     stat=float(r["stat"][j]), pvalue=float(r["pval"][j]),
@@ -629,12 +671,14 @@ def _meta_regression(y, v, X, names, method, test, level, labels, measure, permu
         yi=_ro(y), vi=_ro(v), X=_ro(X), weights=_ro(r["weights"]), labels=labels,
         provenance=provenance(method, r["test"], r["k"], y, v, method_used=r["method_used"],
                               measure=measure, level=r["level"], formula=formula,
-                              names=list(names)),
+                              names=list(names), control=control, **_fallback_prov(r)),
         converged=r["converged"], method_used=r["method_used"], omitted=omitted,
         permutations=(perm.iterations if perm else None),
         permutation_exact=(perm.exact if perm else None),
         perm_qm_pvalue=(float(perm.qm_pvalue) if perm else None),
         seed=(seed if perm else None), qm_coefficients=tuple(names[j] for j in r["btt"]),
+        control=control, fallback=r["fallback"],
+        permutations_failed=(int(perm.failed) if perm else None),
     )
 
 
@@ -649,6 +693,11 @@ class PermutationResult(NamedTuple):
     exact: bool
     stat: np.ndarray         # (iterations, p) permuted z/t values (NaN: fit failed, skipped)
     qm: np.ndarray           # (iterations,) permuted QM
+
+    @property
+    def failed(self) -> int:
+        """Permutations whose refit failed (skipped; metafor's NA in QM.perm)."""
+        return int(np.isnan(self.qm).sum())
 
 
 def _multiset_permutations(types):
@@ -680,16 +729,21 @@ def _exact_count(types) -> float:
     return math.exp(lg) if lg < 700.0 else math.inf    # k! / prod(c!) overflows a float
 
 
-def _batch_stats(Y, V, X, method, test, btt):
-    """z/t values (B,p), QM (B,) and usability (B,) of the model fitted to each column."""
+def _batch_stats(Y, V, X, method, test, btt, control=DEFAULT_CONTROL):
+    """z/t values (B,p), QM (B,) and usability (B,) of the model fitted to each column.
+
+    Unusable: tau^2 fell back to DL, or (control "metafor") metafor's own algorithm fails on
+    the column: metafor's permutest() skips refits that stop with an error."""
     k, p = X.shape
     M = np.ones_like(Y)
     int_only = est.is_intercept_only(X)
-    tfit = est._tau2_fit(Y, V, X, M, method)
+    tfit = est._tau2_fit(Y, V, X, M, method, control)
     w = M / (V + tfit.tau2)
     f = est.wls(X, w, Y, int_only)
     vb = f.A.copy()
     ok = tfit.converged.copy()
+    if control == "metafor":
+        ok &= ~tfit.safeguarded
     if test == "knha":
         s2w = inf.knha_scale(Y, V, M, X, tfit.tau2, int_only)
         ok &= s2w > 0
@@ -705,7 +759,7 @@ def _batch_stats(Y, V, X, method, test, btt):
 
 
 def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=1000, seed=None,
-                     exact=False, progress=None) -> PermutationResult:
+                     exact=False, progress=None, control=DEFAULT_CONTROL) -> PermutationResult:
     """Permutation p-values of every coefficient's z/t and of QM, as ``permutest.rma.uni``.
 
     Intercept-only models flip signs of yi; models with moderators permute the rows of X.
@@ -719,7 +773,9 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
 
     All permutations are fitted as columns of vectorised batches of ``PERM_CHUNK``
     (``estimators`` with the design's cross products as BLAS products); ``progress(done,
-    total)`` is called after each batch.
+    total)`` is called after each batch. Every permutation is fitted with ``control``, as
+    permutest() refits with the model's control (under "metafor", sign flips change mad(yi)
+    and so PM's search interval, as in metafor).
     """
     from .errors import OptionError
 
@@ -790,7 +846,7 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
     for Yb, Vb in cols:
         with est.single_threaded_blas():
             z, qm, ok = _batch_stats(np.ascontiguousarray(Yb), np.ascontiguousarray(Vb), X,
-                                     method, test, btt)
+                                     method, test, btt, control)
         zs.append(z)
         qms.append(qm)
         oks.append(ok)
@@ -847,7 +903,7 @@ def _in_subgroup(where, fn, *args):
 
 
 def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="separate",
-              labels=None, measure="ZCOR", by="group"):
+              labels=None, measure="ZCOR", by="group", control=DEFAULT_CONTROL):
     """Pooled estimate per subgroup and a test of subgroup differences.
 
     Rows with a missing group are omitted with a MetaAllianceWarning (as metafor's subset)
@@ -860,8 +916,9 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
     tau2_model "pooled": one model ``rma(yi, vi, mods = ~ group)`` with a common tau^2;
     Q-between is its QM (chi^2(G - 1), or F(G - 1, k - G) under knha); subgroup estimates
     and their CIs come from the equivalent ``mods = ~ group - 1`` parametrisation.
+    ``control`` as in ``random_effects``, for every model fitted.
     """
-    _options(method, test, measure)
+    _options(method, test, measure, control)
     check_option("tau2_model", tau2_model, TAU2_MODELS)
     y, v, labels = _vectors(yi, vi, labels)
     import pandas as pd
@@ -892,7 +949,7 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
                                  "needs k >= 2 in every subgroup")
             res = _in_subgroup(f"subgroup {by} = {lv!s}", random_effects, y[sel], v[sel],
                                method, test, level, [lb for lb, s_ in zip(labels, sel) if s_],
-                               measure)
+                               measure, control)
             models[str(lv)] = res
             rows.append(SubgroupEstimate(str(lv), res.k, res.estimate, res.se, res.stat,
                                          res.pvalue, res.ci_lower, res.ci_upper, res.pi_lower,
@@ -908,10 +965,10 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
         D = np.column_stack([(g == lv).astype(float) for lv in levels])
         names = [f"{by}{lv}" for lv in levels]
         # the ~ group - 1 parametrisation: one coefficient per subgroup
-        r0 = _fit(y, v, D, names, method, test, level)
+        r0 = _fit(y, v, D, names, method, test, level, control)
         Xi = np.column_stack([np.ones(y.size), D[:, 1:]])
         reg = _meta_regression(y, v, Xi, [INTERCEPT] + names[1:], method, test, level, labels,
-                               measure, None, None, False, f"~ {by}", 0)
+                               measure, None, None, False, f"~ {by}", 0, None, control)
         models["pooled"] = reg
         for j, lv in enumerate(levels):
             kj = int(D[:, j].sum())
@@ -927,8 +984,9 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
         level=inf.level_alpha(level)[0], measure=measure, subgroups=tuple(rows), q_between=qb,
         q_between_df=qb_df, q_between_df2=qb_df2, q_between_pvalue=qb_p, k=int(y.size),
         models=models,
-        provenance=provenance(method, test, y.size, y, v, tau2_model=tau2_model, by=by),
-        omitted=omitted,
+        provenance=provenance(method, test, y.size, y, v, tau2_model=tau2_model, by=by,
+                              control=control),
+        omitted=omitted, control=control,
     )
 
 

@@ -19,6 +19,14 @@ DEFAULT_METHOD = "REML"
 TESTS = ("z", "knha")
 DEFAULT_TEST = "z"
 
+#: how iterative tau^2 estimators (ML, REML, EB, PM) and the Q-profile CI stop:
+#: "metafor" reproduces metafor 3.8's default control step for step (Fisher scoring until
+#: |change| <= 1e-5, at most 100 iterations; uniroot(tol = eps^0.25) for PM and confint), so
+#: numbers equal a plain rma()/confint() call; "optimum" iterates to the exact optimum
+#: (metafor with control = list(threshold = 1e-10, tol = 1e-12) agrees with it)
+CONTROLS = ("metafor", "optimum")
+DEFAULT_CONTROL = "metafor"
+
 #: how tau^2 is handled in subgroup analyses
 TAU2_MODELS = ("separate", "pooled")
 

@@ -101,6 +101,7 @@ DEFAULT_CONFIG: dict = {
         "test": "z",
         "level": 95.0,
         "cluster": "sample",
+        "control": "metafor",      # options.CONTROLS: the univariate models' tau^2 iterations
     },
     "outcomes": {
         "separate": None,          # None: options.SEPARATE_DOMAINS
@@ -154,7 +155,7 @@ def load_config(path=None) -> dict:
     from pathlib import Path
 
     from .errors import OptionError
-    from .options import SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
+    from .options import CONTROLS, SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
 
     given = {}
     if path is not None:
@@ -170,6 +171,7 @@ def load_config(path=None) -> dict:
     m = cfg["model"]
     check_option("model.method", m["method"], ("REML", "ML"))
     check_option("model.test", m["test"], TESTS)
+    check_option("model.control", m["control"], CONTROLS)
     if not 50 <= float(m["level"]) < 100:
         raise OptionError(f"{name}: model.level must lie in [50, 100), got {m['level']}")
     for fmt in cfg["report"]["formats"]:
@@ -417,7 +419,8 @@ def _aggregate(df, cfg):
     years = np.array([float(first.at[c, "year"]) for c in keys])
     m = cfg["model"]
     fit = models.random_effects(agg.yi, agg.vi, method=m["method"], test=m["test"],
-                                level=m["level"], labels=labels, measure="ZCOR")
+                                level=m["level"], labels=labels, measure="ZCOR",
+                                control=m["control"])
     return agg, fit, years
 
 
@@ -462,6 +465,7 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
                                      lambda: models.random_effects(
                                          df_main["yi"], df_main["vi"], method=m["method"],
                                          test=m["test"], level=m["level"],
+                                         control=m["control"],
                                          labels=finding_labels(df_main))))
     agg = _captured(Step("aggregated", data=df_main), lambda: _aggregate(df_main, cfg))
     agg_fit, years = None, None

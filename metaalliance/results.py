@@ -7,7 +7,9 @@ Conventions every module follows (multilevel, bias, sensitivity, plots, report):
   tau^2 of an EE model, heterogeneity CIs at k = 1) are ``None`` — never NaN.
 - Percentages (``i2``, ``r2``, ``weights``) are in percent, as metafor reports them.
 - ``provenance`` is a dict: method, test, k, data_hash (sha256 of the float64 bytes of yi then
-  vi, see ``data_hash``), versions (metaalliance, numpy, scipy).
+  vi, see ``data_hash``), versions (metaalliance, numpy, scipy), control (``options.CONTROLS``:
+  metafor's default stopping rules or the exact optimum) and, when metafor's default
+  algorithm would stop with an error, ``fallback`` (what was done instead).
 - ``to_dict()`` returns the JSON forms of ARCHITECTURE.md; ``to_frame(scale="r"|"z")`` a
   pandas DataFrame; ``summary()`` a text block in metafor's layout (the only rounding).
 - ``measure == "ZCOR"`` means the analysis is on Fisher's z; ``scale="r"`` and the
@@ -57,10 +59,24 @@ def _f(x):
 
 def _fallback(out: dict, res) -> None:
     """After a fallback the JSON says so: ``method_used`` (the estimator whose tau^2 the
-    numbers use) and ``converged: false``; absent when the requested method converged."""
+    numbers use) and ``converged: false``; absent when the requested method converged.
+    ``fallback`` (control "metafor"): where metafor's default algorithm stops with an error,
+    what happened instead."""
     if not res.converged or res.method_used != res.method:
         out["method_used"] = res.method_used
         out["converged"] = bool(res.converged)
+    if getattr(res, "fallback", None):
+        out["fallback"] = res.fallback
+
+
+def _notes(res) -> list:
+    """The summary's notes on how tau^2 was obtained."""
+    lines = []
+    if getattr(res, "fallback", None):
+        lines += ["", f"Note: {res.fallback}."]
+    if not res.converged:
+        lines += ["", f"Note: {res.method} did not converge; tau^2 is the DL estimate."]
+    return lines
 
 
 def _fmt(x, digits=4):
@@ -124,6 +140,9 @@ class RandomEffectsResult:
     converged: bool
     method_used: str               # "DL" after a fallback, else == method
     omitted: int = 0
+    control: str = "metafor"       # options.CONTROLS: how tau^2 and its CI were iterated
+    fallback: str | None = None    # control "metafor": where metafor stops with an error, why
+                                   # and what tau^2 is instead
 
     @property
     def tau(self) -> float:
@@ -213,8 +232,7 @@ class RandomEffectsResult:
             lines += ["", "Back-transformed to r:",
                       f"r = {b['estimate']:.4f}, {lv} CI [{b['ci_lower']:.4f}, {b['ci_upper']:.4f}],"
                       f" {lv} PI [{b['pi_lower']:.4f}, {b['pi_upper']:.4f}]"]
-        if not self.converged:
-            lines += ["", f"Note: {self.method} did not converge; tau^2 is the DL estimate."]
+        lines += _notes(self)
         if self.omitted:
             lines += ["", f"Note: {self.omitted} row(s) with missing values omitted."]
         return "\n".join(lines)
@@ -285,6 +303,10 @@ class MetaRegressionResult:
     perm_qm_pvalue: float | None = None
     seed: int | None = None
     qm_coefficients: tuple = field(default=())   # names of the coefficients QM tests
+    control: str = "metafor"       # options.CONTROLS
+    fallback: str | None = None    # control "metafor": where metafor stops with an error
+    permutations_failed: int | None = None   # permutation refits that failed and were skipped
+                                             # (metafor: NA in QM.perm, e.g. PM's tau2.max)
 
     @property
     def names(self) -> tuple:
@@ -316,6 +338,8 @@ class MetaRegressionResult:
             out["permutation_exact"] = self.permutation_exact
             out["perm_qm_pvalue"] = self.perm_qm_pvalue
             out["seed"] = self.seed
+            if self.permutations_failed:
+                out["permutations_failed"] = self.permutations_failed
         return out
 
     def to_frame(self, scale: str = "z"):
@@ -365,6 +389,9 @@ class MetaRegressionResult:
             kind = "exact" if self.permutation_exact else f"seed {self.seed}"
             lines.append(f"Permutation p-val of QM ({self.permutations} permutations, {kind}) = "
                          f"{_fmt_p(self.perm_qm_pvalue)}")
+            if self.permutations_failed:
+                lines.append(f"({self.permutations_failed} permutation refits failed and were "
+                             "skipped, as metafor's permutest() skips them)")
         lines += ["", "Model Results:", ""]
         width = max(8, max(len(c.name) for c in self.coefficients))
         head = f"{'':<{width}} estimate      se    {self.stat_name}val    pval   ci.lb   ci.ub"
@@ -377,8 +404,7 @@ class MetaRegressionResult:
             if self.permutations is not None:
                 row += f" {_fmt_p(c.perm_pvalue):>7}"
             lines.append(row)
-        if not self.converged:
-            lines += ["", f"Note: {self.method} did not converge; tau^2 is the DL estimate."]
+        lines += _notes(self)
         if self.omitted:
             lines += ["", f"Note: {self.omitted} row(s) with missing values omitted."]
         return "\n".join(lines)
@@ -436,6 +462,7 @@ class SubgroupResult:
     models: dict                   # level -> RandomEffectsResult (separate) | {"pooled": MetaRegressionResult}
     provenance: dict
     omitted: int = 0
+    control: str = "metafor"       # options.CONTROLS
 
     def to_dict(self) -> dict[str, Any]:
         rows = []

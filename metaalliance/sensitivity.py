@@ -11,7 +11,10 @@
 
 ``fit`` is a ``models.random_effects`` result (any ``method``, ``test`` "z" or "knha"); each
 function refits with the fit's own method, test and level, as metafor's functions refit with
-the model's own settings.
+the model's own settings. ``control`` (``options.CONTROLS``) says how the refits iterate;
+None (the default) takes the fit's own (``fit.control``, ``options.DEFAULT_CONTROL`` for a fit
+without one), as metafor's leave1out(), influence(), cumul() and gosh() refit with
+``x$control``: with the default "metafor" every refit stops where metafor's would.
 
 Speed. Every refit goes through the engine's ``models.random_effects_batch`` (built on
 ``estimators.tau2_batch``) with a ``mask`` that says which studies take part in which refit,
@@ -30,7 +33,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .errors import DataError, ModelError, OptionError
-from .options import METHODS, TESTS, check_option
+from .options import CONTROLS, DEFAULT_CONTROL, METHODS, TESTS, check_option
 
 __all__ = [
     "LeaveOneOutResult", "InfluenceResult", "BaujatResult", "CumulativeResult", "GoshResult",
@@ -55,6 +58,14 @@ Progress = Optional[Callable[[int, int], None]]
 # the model fitted to many columns at once
 
 
+def _control(fit, control):
+    """The refits' control: ``control``, or the fit's own when None."""
+    if control is None:
+        control = getattr(fit, "control", DEFAULT_CONTROL)
+    check_option("control", control, CONTROLS)
+    return control
+
+
 def _fit_info(fit):
     """yi, vi, method, test, level and labels of a fitted random-effects model."""
     try:
@@ -72,7 +83,7 @@ def _fit_info(fit):
     return yi, vi, method, test, level, [str(x) for x in labels]
 
 
-def _fit_columns(Y, V, M, method, test, level):
+def _fit_columns(Y, V, M, method, test, level, control=DEFAULT_CONTROL):
     """The intercept-only model fitted to every column of ``Y`` (rows where ``M`` is True),
     through ``models.random_effects_batch`` (which is ``random_effects`` column by column,
     with metafor's k = 1 rule).
@@ -86,7 +97,8 @@ def _fit_columns(Y, V, M, method, test, level):
     with np.errstate(divide="ignore", invalid="ignore"):
         # the engine's Knapp-Hartung factor divides 0 / 0 in single-study columns (which then
         # use the z test, as metafor); keep numpy quiet about it
-        b = models.random_effects_batch(Y, V, method=method, test=test, level=level, mask=M)
+        b = models.random_effects_batch(Y, V, method=method, test=test, level=level, mask=M,
+                                        control=control)
     out = {key: np.asarray(getattr(b, key)) for key in b._fields}
     vb = out["se"] ** 2
     if test == "knha":
@@ -103,7 +115,7 @@ def _fit_columns(Y, V, M, method, test, level):
 
 
 def _fit_masked(yi, vi, mask, method, test, level, progress: Progress = None,
-                done0: int = 0, total: Optional[int] = None):
+                done0: int = 0, total: Optional[int] = None, control=DEFAULT_CONTROL):
     """``_fit_columns`` for a (k, B) boolean mask over the same yi/vi, in memory-bounded blocks."""
     k, B = mask.shape
     step = max(1, BLOCK_CELLS // max(k, 1))
@@ -113,7 +125,7 @@ def _fit_masked(yi, vi, mask, method, test, level, progress: Progress = None,
         m = mask[:, start:start + step]
         b = m.shape[1]
         Y = np.broadcast_to(yi[:, None], (k, b))
-        parts.append(_fit_columns(Y, vi, m, method, test, level))
+        parts.append(_fit_columns(Y, vi, m, method, test, level, control))
         if progress is not None:
             progress(done0 + start + b, total)
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -205,7 +217,8 @@ class LeaveOneOutResult(_Table):
     _columns = _FIT_COLUMNS
 
 
-def _leave_one_out_fits(fit, progress: Progress = None):
+def _leave_one_out_fits(fit, progress: Progress = None, control=None):
+    control = _control(fit, control)
     yi, vi, method, test, level, labels = _fit_info(fit)
     k = len(yi)
     if k < 2:
@@ -214,8 +227,8 @@ def _leave_one_out_fits(fit, progress: Progress = None):
         _check_knha(yi, ~np.eye(k, dtype=bool), [f"without {lab!r}" for lab in labels],
                     "leave-one-out")
     mask = ~np.eye(k, dtype=bool)
-    res = _fit_masked(yi, vi, mask, method, test, level, progress)
-    return yi, vi, method, test, level, labels, res
+    res = _fit_masked(yi, vi, mask, method, test, level, progress, control=control)
+    return yi, vi, method, test, level, labels, res, control
 
 
 def _check_knha(yi, mask, names, what):
@@ -228,8 +241,9 @@ def _check_knha(yi, mask, names, what):
                              "Knapp-Hartung adjustment is undefined; use test 'z'")
 
 
-def leave_one_out(fit, progress: Progress = None) -> LeaveOneOutResult:
-    """Refit ``fit`` without each study in turn, as metafor's ``leave1out()``.
+def leave_one_out(fit, progress: Progress = None, control=None) -> LeaveOneOutResult:
+    """Refit ``fit`` without each study in turn, as metafor's ``leave1out()`` (``control``:
+    how the refits iterate, None = the fit's own; see the module docstring).
 
     Examples
     --------
@@ -240,11 +254,11 @@ def leave_one_out(fit, progress: Progress = None) -> LeaveOneOutResult:
     >>> [round(float(x), 4) for x in l1o.estimate]
     [0.3889, 0.323, 0.306, 0.2323]
     """
-    return _leave_one_out(_leave_one_out_fits(fit, progress))
+    return _leave_one_out(_leave_one_out_fits(fit, progress, control))
 
 
 def _leave_one_out(parts) -> LeaveOneOutResult:
-    yi, vi, method, test, level, labels, res = parts
+    yi, vi, method, test, level, labels, res, _ = parts
     cols = {c: res[c] for c in _FIT_COLUMNS}
     _check_finite("leave-one-out", cols, labels)
     return LeaveOneOutResult(labels=tuple(labels), method=method, test=test, level=level, **cols)
@@ -285,28 +299,29 @@ class InfluenceResult(_Table):
         return [lab for lab, f in zip(self.labels, self.inf) if f]
 
 
-def _full_fit(yi, vi, method, test, level):
+def _full_fit(yi, vi, method, test, level, control=DEFAULT_CONTROL):
     """The model on all studies (through the same code path as the refits)."""
     mask = np.ones((len(yi), 1), dtype=bool)
-    return {k: v[0] for k, v in _fit_masked(yi, vi, mask, method, test, level).items()}
+    return {k: v[0] for k, v in _fit_masked(yi, vi, mask, method, test, level,
+                                             control=control).items()}
 
 
-def influence(fit, progress: Progress = None) -> InfluenceResult:
+def influence(fit, progress: Progress = None, control=None) -> InfluenceResult:
     """Influence diagnostics of Viechtbauer & Cheung (2010), as metafor's ``influence()``.
 
     The deleted fits are the leave-one-out fits; the full model's estimate, variance and
     tau^2 are recomputed from ``fit.yi``/``fit.vi`` so that every quantity comes from one
-    code path.
+    code path. ``control``: how the fits iterate (None: the fit's own).
     """
-    return _influence(_leave_one_out_fits(fit, progress))
+    return _influence(_leave_one_out_fits(fit, progress, control))
 
 
 def _influence(parts) -> InfluenceResult:
     from scipy import stats
 
-    yi, vi, method, test, level, labels, dl = parts
+    yi, vi, method, test, level, labels, dl, control = parts
     k = len(yi)
-    full = _full_fit(yi, vi, method, test, level)
+    full = _full_fit(yi, vi, method, test, level, control)
     mu, vb, tau2 = full["estimate"], full["vb"], full["tau2"]
     w = 1.0 / (vi + tau2)
     hat = w / w.sum()
@@ -350,14 +365,15 @@ class BaujatResult(_Table):
     _columns = ("x", "y")
 
 
-def baujat(fit, progress: Progress = None) -> BaujatResult:
-    """Coordinates of the Baujat plot, as metafor's ``baujat()`` returns them."""
-    return _baujat(_leave_one_out_fits(fit, progress))
+def baujat(fit, progress: Progress = None, control=None) -> BaujatResult:
+    """Coordinates of the Baujat plot, as metafor's ``baujat()`` returns them (``control``:
+    how the fits iterate, None = the fit's own)."""
+    return _baujat(_leave_one_out_fits(fit, progress, control))
 
 
 def _baujat(parts) -> BaujatResult:
-    yi, vi, method, test, level, labels, dl = parts
-    full = _full_fit(yi, vi, method, test, level)
+    yi, vi, method, test, level, labels, dl, control = parts
+    full = _full_fit(yi, vi, method, test, level, control)
     x = (yi - full["estimate"]) ** 2 / (full["tau2"] + vi)
     with np.errstate(divide="ignore", invalid="ignore"):
         y = (dl["estimate"] - full["estimate"]) ** 2 / dl["vb"]
@@ -396,13 +412,16 @@ class CumulativeResult(_Table):
 
 
 def cumulative(fit, order: Optional[Sequence] = None, decreasing: bool = False,
-               order_by: Optional[str] = None, progress: Progress = None) -> CumulativeResult:
+               order_by: Optional[str] = None, progress: Progress = None,
+               control=None) -> CumulativeResult:
     """Add the studies one at a time, as metafor's ``cumul(fit, order = order)``.
 
     ``order`` holds one sort key per study (e.g. the publication year); studies are sorted by
     it with ties kept in their data order (R's ``order()`` is stable). ``None`` keeps the data
-    order. ``order_by`` only names the key for display.
+    order. ``order_by`` only names the key for display. ``control``: how the fits iterate
+    (None: the fit's own).
     """
+    control = _control(fit, control)
     yi, vi, method, test, level, labels = _fit_info(fit)
     k = len(yi)
     if order is None:
@@ -426,7 +445,7 @@ def cumulative(fit, order: Optional[Sequence] = None, decreasing: bool = False,
     mask = np.tri(k, dtype=bool).T  # column i: the first i + 1 studies
     if test == "knha":
         _check_knha(ys, mask, [f"up to {labels[idx[j]]!r}" for j in range(k)], "cumulative")
-    res = _fit_masked(ys, vs, mask, method, test, level, progress)
+    res = _fit_masked(ys, vs, mask, method, test, level, progress, control=control)
     labs = [labels[i] for i in idx]
     cols = {c: res[c] for c in _FIT_COLUMNS}
     _check_finite("cumulative", cols, labs)
@@ -547,7 +566,7 @@ def _random_subsets(k: int, n: int, rng) -> np.ndarray:
 
 
 def gosh(fit, subsets: Optional[int] = None, seed: Optional[int] = None,
-         progress: Progress = None) -> GoshResult:
+         progress: Progress = None, control=None) -> GoshResult:
     """GOSH: the model fitted to subsets of the studies (Olkin, Dahabreh & Trikalinos 2012),
     as metafor's ``gosh()``.
 
@@ -555,8 +574,10 @@ def gosh(fit, subsets: Optional[int] = None, seed: Optional[int] = None,
     2^k - 1 subsets when there are at most ``subsets`` of them (default 10^6), otherwise
     ``subsets`` random subsets drawn with ``numpy.random.default_rng(seed)``. (metafor draws
     with R's generator, so random subsets are the same in distribution, not draw by draw.)
-    Every fit uses the model's own tau^2 estimator (``models.random_effects_batch``).
+    Every fit uses the model's own tau^2 estimator (``models.random_effects_batch``) and
+    ``control`` (None: the fit's own).
     """
+    control = _control(fit, control)
     yi, vi, method, test, level, labels = _fit_info(fit)
     k = len(yi)
     if k < 2:
@@ -575,14 +596,14 @@ def gosh(fit, subsets: Optional[int] = None, seed: Optional[int] = None,
         size = _POPCOUNT[bits].sum(axis=1)
         incl = np.unpackbits(bits[np.argsort(size, kind="stable")], axis=1,
                              count=k).view(bool)
-    res = _fit_masked(yi, vi, incl.T, method, "z", level, progress)
+    res = _fit_masked(yi, vi, incl.T, method, "z", level, progress, control=control)
     if method == "DL":
         # metafor's gosh() fits EE and DL models with a closed-form shortcut that takes
         # I^2 and H^2 from Q, as for an EE model: I^2 is the same as rma()'s, H^2 = Q / (k - 1)
         # differs where Q < k - 1 (rma() gives 1 there)
         many = res["k"] > 1
         res["h2"] = np.where(many, res["q"] / np.maximum(res["k"] - 1, 1), 1.0)
-    full = _full_fit(yi, vi, method, test, level)
+    full = _full_fit(yi, vi, method, test, level, control)
     return GoshResult(labels=tuple(labels), incl=incl, k=res["k"], q=res["q"], i2=res["i2"],
                       h2=res["h2"], tau2=res["tau2"], estimate=res["estimate"],
                       exact=bool(exact), seed=None if exact else seed, method=method,
@@ -624,9 +645,12 @@ class SensitivityResult:
 
 def run_all(fit, order: Optional[Sequence] = None, order_by: Optional[str] = None,
             decreasing: bool = False, gosh_subsets: Optional[int] = None,
-            seed: Optional[int] = None, progress: Progress = None) -> SensitivityResult:
+            seed: Optional[int] = None, progress: Progress = None,
+            control=None) -> SensitivityResult:
     """Leave-one-out, influence, Baujat, cumulative (in ``order``) and, when ``gosh_subsets``
-    is given, GOSH, sharing the leave-one-out refits. ``progress(done, total)`` counts refits."""
+    is given, GOSH, sharing the leave-one-out refits. ``progress(done, total)`` counts refits;
+    ``control``: how the fits iterate (None: the fit's own)."""
+    control = _control(fit, control)
     yi = np.asarray(fit.yi)
     k = yi.size
     n_gosh = 0
@@ -639,11 +663,12 @@ def run_all(fit, order: Optional[Sequence] = None, order_by: Optional[str] = Non
             return None
         return lambda done, _tot: progress(offset + done, total)
 
-    parts = _leave_one_out_fits(fit, sub(0))
-    cu = cumulative(fit, order=order, decreasing=decreasing, order_by=order_by, progress=sub(k))
+    parts = _leave_one_out_fits(fit, sub(0), control)
+    cu = cumulative(fit, order=order, decreasing=decreasing, order_by=order_by, progress=sub(k),
+                    control=control)
     g = None
     if gosh_subsets is not None:
-        g = gosh(fit, subsets=gosh_subsets, seed=seed, progress=sub(2 * k))
+        g = gosh(fit, subsets=gosh_subsets, seed=seed, progress=sub(2 * k), control=control)
     return SensitivityResult(leave_one_out=_leave_one_out(parts), influence=_influence(parts),
                              baujat=_baujat(parts), cumulative=cu, gosh=g, k=int(k),
                              method=parts[2], test=parts[3])

@@ -32,13 +32,19 @@ CASES = [(name, model) for name, ds in REF["datasets"].items() for model in ds["
 DATASETS = list(REF["datasets"])
 
 
-def fit_for(name, model=None):
+#: bias_sensitivity.R runs metafor to (nearly) its optimum (ctrl_for), so the fits and their
+#: refits use control = "optimum" (refits take the fit's control); metafor's default control
+#: is compared in test_*_matches_metafor_defaults (the "default" references)
+TIGHT = "optimum"
+
+
+def fit_for(name, model=None, control=TIGHT):
     ds = REF["datasets"][name]
     m = ds["models"][model] if model else {"method": "REML", "test": "z"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return models.random_effects(ds["yi"], ds["vi"], method=m["method"], test=m["test"],
-                                     labels=ds["labels"], measure="generic")
+                                     labels=ds["labels"], measure="generic", control=control)
 
 
 def approx(x, atol=0.0):
@@ -74,7 +80,11 @@ def test_rank_test_matches_metafor_ranktest(name, model):
 def test_trim_and_fill_matches_metafor_trimfill(name, model, estimator):
     """trimfill(rma(...), estimator): k0, its SE (and p for R0), side, filled studies, refit."""
     ref = REF["datasets"][name]["models"][model][f"trimfill_{estimator}"]
-    res = bias.trim_and_fill(fit_for(name, model), estimator=estimator)
+    _check_trimfill(bias.trim_and_fill(fit_for(name, model), estimator=estimator), ref,
+                    estimator)
+
+
+def _check_trimfill(res, ref, estimator):
     assert (res.k0, res.side) == (ref["k0"], ref["side"])
     assert res.se_k0 == approx(ref["se_k0"])
     if estimator == "R0":
@@ -90,6 +100,43 @@ def test_trim_and_fill_matches_metafor_trimfill(name, model, estimator):
                          ("ci_upper", "ci_upper"), ("q", "q"), ("i2", "i2")):
         assert getattr(f, ours) == approx(ref[theirs], atol=I2_ATOL if ours == "i2" else 0), ours
     assert f.tau2 == approx(ref["tau2"], atol=TAU2_ATOL)
+
+
+# --- metafor's default control: plain rma() calls -----------------------------------------------
+
+DEFAULT = REF["default"]["datasets"]
+DEFAULT_CASES = [(name, model) for name, ms in DEFAULT.items() for model in ms]
+
+
+def default_fit(name, model):
+    """models.random_effects without control=: metafor's default control, as rma()."""
+    ds = REF["datasets"][name]
+    m = DEFAULT[name][model]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return models.random_effects(ds["yi"], ds["vi"], method=m["method"], test=m["test"],
+                                     labels=ds["labels"], measure="generic")
+
+
+@pytest.mark.parametrize("name,model", DEFAULT_CASES)
+def test_egger_matches_metafor_defaults(name, model):
+    """regtest() of a plain rma() (its refit keeps the default control, x$control), against
+    the default control = "metafor"."""
+    ref = DEFAULT[name][model]["regtest"]
+    res = bias.egger_test(default_fit(name, model))
+    for key in ("stat", "pvalue", "limit_estimate", "limit_ci_lower", "limit_ci_upper"):
+        assert getattr(res, key) == approx(ref[key]), key
+    assert res.df == ref["df"]
+
+
+@pytest.mark.parametrize("estimator", ["L0", "R0"])
+@pytest.mark.parametrize("name,model", DEFAULT_CASES)
+def test_trim_and_fill_matches_metafor_defaults(name, model, estimator):
+    """trimfill() of a plain rma() (its refits: metafor's default control), against the default
+    control = "metafor"."""
+    ref = DEFAULT[name][model][f"trimfill_{estimator}"]
+    _check_trimfill(bias.trim_and_fill(default_fit(name, model), estimator=estimator), ref,
+                    estimator)
 
 
 def test_trim_and_fill_reference_covers_both_sides_and_estimators():
@@ -206,7 +253,8 @@ def test_trim_and_fill_mirrors_with_the_data():
     """Negating every effect moves the missing studies to the other side."""
     ds = REF["datasets"]["hackshaw1998"]
     a = bias.trim_and_fill(fit_for("hackshaw1998"))
-    neg = models.random_effects(-np.array(ds["yi"]), ds["vi"], measure="generic")
+    neg = models.random_effects(-np.array(ds["yi"]), ds["vi"], measure="generic",
+                                control=TIGHT)
     b = bias.trim_and_fill(neg)
     assert (a.side, b.side) == ("left", "right") and a.k0 == b.k0 == 7
     assert b.estimate == pytest.approx(-a.estimate, rel=1e-10)
@@ -344,7 +392,8 @@ def write_csv(path, name):
 def test_cli_bias_json_matches_metafor(tmp_path, capsys):
     from metaalliance.cli import main
     csv = write_csv(tmp_path / "molloy.csv", "molloy2014")
-    assert main(["bias", "--data", csv, "--yi", "yi", "--vi", "vi", "--json"]) == 0
+    assert main(["bias", "--data", csv, "--yi", "yi", "--vi", "vi", "--json",
+                 "--control", "optimum"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     ref = REF["datasets"]["molloy2014"]["models"]["REML_z"]

@@ -82,18 +82,23 @@ def test_ee_model_has_tau2_zero_and_i2_from_q():
 
 
 def test_eb_equals_pm():
-    """metafor's EB iteration has the PM fixed point Q(tau2) = k - p."""
+    """metafor's EB iteration has the PM fixed point Q(tau2) = k - p (at the optimum; under
+    metafor's default control each stops ~1e-5 short of it, in its own way)."""
     for seed in range(5):
         y, v = simulated(20, seed)
-        assert est.tau2_batch(y, v, "EB") == pytest.approx(est.tau2_batch(y, v, "PM"), rel=1e-10)
+        assert est.tau2_batch(y, v, "EB", control="optimum") == pytest.approx(
+            est.tau2_batch(y, v, "PM", control="optimum"), rel=1e-10)
 
 
 def test_pm_solves_generalised_q_equation():
     y, v = simulated(30, 3, tau=0.2)
-    tau2 = est.tau2_batch(y, v, "PM")
+    tau2 = est.tau2_batch(y, v, "PM", control="optimum")
     w = 1 / (v + tau2)
     mu = np.sum(w * y) / w.sum()
     assert np.sum(w * (y - mu) ** 2) == pytest.approx(y.size - 1, rel=1e-10)
+    # metafor's default control: uniroot(tol = eps^0.25) stops within ~1.2e-4 of the root
+    t_mf = est.tau2_batch(y, v, "PM")
+    assert t_mf != tau2 and abs(t_mf - tau2) < est.MF_TOL
 
 
 def test_trace_formulas_equal_explicit_matrices():
@@ -129,7 +134,8 @@ def test_safeguarded_newton_finds_the_fisher_scoring_optimum():
         for method in ("ML", "REML"):
             t_safe, ok = est._score_root(method, Yc, V, M, X, True, est.vbar(V, M))
             assert ok.all()
-            assert t_safe[0] == pytest.approx(est.tau2_batch(y, v, method), rel=1e-8, abs=1e-12)
+            assert t_safe[0] == pytest.approx(est.tau2_batch(y, v, method, control="optimum"),
+                                              rel=1e-8, abs=1e-12)
 
 
 def test_divergent_fisher_scoring_is_rescued():
@@ -267,6 +273,7 @@ def test_identical_effects():
 
 def test_dl_fallback_when_estimation_fails(monkeypatch):
     """If even the safeguarded step fails, DL is used with a warning and flagged."""
+    monkeypatch.setattr(est, "MF_MAXITER", 0)      # metafor's default control fails too
     monkeypatch.setattr(est, "MAXITER", 1)
     monkeypatch.setattr(est, "CONV_TOL_ACCEPT", 0.0)
     monkeypatch.setattr(est, "_score_root",
@@ -306,6 +313,10 @@ def test_option_errors():
         models.random_effects([0.1, 0.2], [0.01, 0.02], measure="COR")
     with pytest.raises(OptionError, match="tau2_model: 'both'"):
         models.subgroups([0.1, 0.2], [0.01, 0.02], ["a", "b"], tau2_model="both")
+    with pytest.raises(OptionError, match="control: 'exact' is not one of metafor, optimum"):
+        models.random_effects([0.1, 0.2], [0.01, 0.02], control="exact")
+    with pytest.raises(OptionError, match="control: 'tight' is not one of metafor, optimum"):
+        est.tau2_batch([0.1, 0.2], [0.01, 0.02], control="tight")
 
 
 def test_level_as_fraction():
@@ -490,7 +501,8 @@ def test_pool_json_matches_metafor(bcg_csv, capsys):
                          "--method", "PM", "--test", "knha"], capsys)
     assert code == 0
     d = json.loads(out)
-    ref = next(e for e in REF["fits"] if e["dataset"] == "bcg" and e["method"] == "PM"
+    # the command line's default control is metafor's: plain rma() numbers
+    ref = next(e for e in REF["fits_default"] if e["dataset"] == "bcg" and e["method"] == "PM"
                and e["test"] == "knha")
     assert list(d) == POOL_KEYS[:-1] and d["measure"] == "generic" and d["omitted"] == 0
     for key in ("estimate", "se", "tau2", "i2", "q", "pi_lower", "tau2_ci_upper"):
@@ -501,16 +513,21 @@ def test_pool_mods_and_by(bcg_csv, capsys):
     code, out, _ = _cli(["pool", "--data", str(bcg_csv), "--yi", "yi", "--vi", "vi", "--json",
                          "--mods", "~ alloc + ablat"], capsys)
     d = json.loads(out)
-    ref = next(e for e in REF["metareg"] if e["dataset"] == "bcg" and e["method"] == "REML"
-               and e["test"] == "z")
+    ref = next(e for e in REF["metareg_default"] if e["dataset"] == "bcg"
+               and e["method"] == "REML" and e["test"] == "z")
     assert code == 0 and [c["name"] for c in d["coefficients"]] == [c["name"] for c in ref["coefficients"]]
     assert d["qm"] == pytest.approx(ref["qm"], rel=RTOL) and d["r2"] == pytest.approx(ref["r2"], rel=RTOL)
     code, out, _ = _cli(["pool", "--data", str(bcg_csv), "--yi", "yi", "--vi", "vi", "--json",
                          "--by", "alloc"], capsys)
     d = json.loads(out)
+    ref = next(e for e in REF["subgroups_default"] if e["dataset"] == "bcg"
+               and e["method"] == "REML" and e["test"] == "z" and e["tau2_model"] == "separate")
+    assert code == 0 and d["by"] == "alloc" and d["q_between"] == pytest.approx(ref["q_between"], rel=RTOL)
+    code, out, _ = _cli(["pool", "--data", str(bcg_csv), "--yi", "yi", "--vi", "vi", "--json",
+                         "--by", "alloc", "--control", "optimum"], capsys)
     ref = next(e for e in REF["subgroups"] if e["dataset"] == "bcg" and e["method"] == "REML"
                and e["test"] == "z" and e["tau2_model"] == "separate")
-    assert code == 0 and d["by"] == "alloc" and d["q_between"] == pytest.approx(ref["q_between"], rel=RTOL)
+    assert json.loads(out)["q_between"] == pytest.approx(ref["q_between"], rel=RTOL)
     code, out, _ = _cli(["pool", "--data", str(bcg_csv), "--yi", "yi", "--vi", "vi",
                          "--mods", "~ ablat", "--permutations", "50", "--seed", "1"], capsys)
     assert code == 0 and "Permutation p-val of QM (50 permutations, seed 1)" in out
@@ -534,3 +551,108 @@ def test_docstring_examples_run():
     from metaalliance import estimators, inference, results
     for module in (models, estimators, inference, results):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+# --- control: metafor's default stopping rules, and what happens where metafor stops ------------
+
+def _divergent():
+    """The near-saturated design of test_divergent_fisher_scoring_is_rescued (simulated)."""
+    rng = np.random.default_rng(1810)
+    k = 10
+    X = np.column_stack([np.ones(k), np.eye(k)[:, :3], rng.normal(size=k)])
+    v = rng.uniform(0.005, 0.05, k)
+    y = rng.normal(0, 0.15, k)
+    return y, v, X
+
+
+def test_metafor_control_stops_where_metafor_stops():
+    """Under control "metafor" tau^2 stops short of the optimum as metafor's default does:
+    within the threshold for Fisher scoring, within uniroot's tol for PM (molloy2014:
+    rma(yi, vi) gives 0.00811050, the REML optimum is 0.00810956)."""
+    ref = next(e for e in REF["fits_default"] if e["dataset"] == "molloy2014"
+               and e["method"] == "REML" and e["test"] == "z")
+    mf = models.random_effects(MOLLOY_Y, MOLLOY_V)
+    opt = models.random_effects(MOLLOY_Y, MOLLOY_V, control="optimum")
+    assert mf.tau2 == pytest.approx(ref["tau2"], rel=1e-12)
+    assert 1e-7 < abs(mf.tau2 - opt.tau2) < est.MF_THRESHOLD
+    assert (mf.control, opt.control) == ("metafor", "optimum")
+    assert (mf.provenance["control"], opt.provenance["control"]) == ("metafor", "optimum")
+    for method in ("ML", "REML", "EB", "PM"):
+        a = est.tau2_fit(MOLLOY_Y, MOLLOY_V, method)
+        b = est.tau2_fit(MOLLOY_Y, MOLLOY_V, method, control="optimum")
+        assert a.converged[0] and not a.safeguarded[0]
+        assert abs(a.tau2[0] - b.tau2[0]) < (est.MF_TOL if method == "PM" else 1e-4)
+
+
+def test_fisher_scoring_that_metafor_cannot_finish_falls_back_and_says_so():
+    """metafor stops this fit with "Fisher scoring algorithm did not converge" (checked with R
+    3.8.1 on these simulated numbers; with control = list(stepadj = 0.5) metafor reaches
+    tau^2 = 0.001487606959). Under control "metafor" we warn, take the REML optimum (as
+    control "optimum") and say so in the result."""
+    y, v, X = _divergent()
+    with pytest.warns(MetaAllianceWarning, match="REML: metafor's Fisher scoring does not "
+                                                 "converge within 100 iterations"):
+        res = models.meta_regression_matrix(y, v, X, measure="generic")
+    opt = models.meta_regression_matrix(y, v, X, measure="generic", control="optimum")
+    assert res.tau2 == pytest.approx(0.001487606959, rel=1e-9)
+    assert res.tau2 == pytest.approx(opt.tau2, rel=1e-12)
+    assert res.converged and res.method_used == "REML" and opt.fallback is None
+    assert "Fisher scoring algorithm did not converge" in res.fallback
+    assert res.to_dict()["fallback"] == res.fallback == res.provenance["fallback"]
+    assert f"Note: {res.fallback}." in res.summary()
+    fit = est.tau2_fit(y, v, "REML", X=X)
+    assert fit.safeguarded[0] and fit.converged[0]
+
+
+def test_pm_beyond_metafor_tau2_max_falls_back_and_says_so():
+    """dat.normand1999 with some effects' signs flipped: rma(yi, vi, method = "PM") stops with
+    "Value of 'tau2.max' too low" (R: tau2.max = max(100, 10 mad(yi)^2) = 791.31699359999993,
+    root 981.0). We warn, take the PM root beyond it and say so."""
+    ds = REF["datasets"]["normand1999"]
+    signs = np.array([-1, -1, -1, 1, 1, 1, 1, -1, 1])
+    y, v = signs * np.array(ds["yi"]), np.array(ds["vi"])
+    assert est.rma_tau2_max(y)[0] == 791.31699359999993
+    with pytest.warns(MetaAllianceWarning, match="Value of 'tau2.max' too low"):
+        res = models.random_effects(y, v, method="PM", measure="generic")
+    opt = models.random_effects(y, v, method="PM", measure="generic", control="optimum")
+    assert res.tau2 == pytest.approx(opt.tau2, rel=1e-12) and res.tau2 > 791.32
+    assert res.converged and res.fallback and res.to_dict()["fallback"] == res.fallback
+    # the batch path (permutest's refits) flags the same fit
+    fit = est.tau2_fit(np.column_stack([y, np.array(ds["yi"])]), v, "PM")
+    assert list(fit.safeguarded) == [True, False]
+
+
+def test_r_mad_and_tau2_max():
+    """R's mad() (median of |y - median|, times 1.4826; even n: mean of the middle two) and
+    rma.uni's tau2.max = max(100, 10 mad^2) per column, over masked rows."""
+    y = np.array([3.0, -20.0, 7.5, 40.0, 1.0, -2.0])
+    assert est.r_mad(y)[0] == 1.4826 * np.median(np.abs(y - np.median(y)))
+    M = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [0, 1]], dtype=bool)
+    got = est.rma_tau2_max(np.column_stack([y, y]), M)
+    for j in range(2):
+        sub = y[M[:, j]]
+        mad = 1.4826 * np.median(np.abs(sub - np.median(sub)))
+        assert got[j] == max(100.0, 10 * mad * mad)
+    assert est.rma_tau2_max(np.array([0.1, 0.5, -0.2]))[0] == 100.0
+
+
+def test_cli_control_flag(tmp_path, capsys):
+    """--control metafor (the default) / optimum on the command line."""
+    from metaalliance.cli import main
+    ref_mf = next(e for e in REF["fits_default"] if e["dataset"] == "molloy2014"
+                  and e["method"] == "PM" and e["test"] == "z")
+    ref_opt = next(e for e in REF["fits"] if e["dataset"] == "molloy2014"
+                   and e["method"] == "PM" and e["test"] == "z")
+    csv = tmp_path / "m.csv"
+    csv.write_text("yi,vi\n" + "".join(f"{float(y)!r},{float(v)!r}\n"
+                                        for y, v in zip(MOLLOY_Y, MOLLOY_V)))
+    base = ["pool", "--data", str(csv), "--yi", "yi", "--vi", "vi"]
+    for flag, ref in (([], ref_mf), (["--control", "metafor"], ref_mf),
+                      (["--control", "optimum"], ref_opt)):
+        assert main(base + ["--method", "PM", "--json", *flag]) == 0
+        out = json.loads(capsys.readouterr().out)
+        for key in ("tau2", "tau2_ci_lower", "tau2_ci_upper", "i2", "pi_lower"):
+            assert out[key] == pytest.approx(ref[key], rel=1e-6), (flag, key)
+    with pytest.raises(SystemExit):
+        main(base + ["--control", "exact"])
+    assert "invalid choice: 'exact'" in capsys.readouterr().err

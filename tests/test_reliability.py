@@ -227,7 +227,9 @@ def test_one_study(capsys):
 def test_two_studies_match_metafor(capsys, method):
     ref = REF["k2"]["methods"][method]
     csv("d.csv", "r,n\n0.3,50\n0.1,80\n")
-    code, out, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--method", method, "--json")
+    # reliability.R runs metafor to its optimum (CTRL): compare with --control optimum
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--method", method, "--json",
+                         "--control", "optimum")
     assert code == 0 and err == ""
     res = no_nan(out)
     for key in ("estimate", "se", "ci_lower", "ci_upper", "q", "q_pvalue", "h2"):
@@ -416,7 +418,8 @@ def test_factor_level_in_one_row_fits_as_metafor_with_a_warning(capsys):
     lines = ["yi,vi,lvl"] + [f"{y!r},{v!r},{lv}" for y, v, lv in
                              zip(ref["yi"], ref["vi"], ref["lvl"])]
     csv("d.csv", "\n".join(lines) + "\n")
-    code, out, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--mods", "~ lvl", "--json")
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--mods", "~ lvl", "--json",
+                         "--control", "optimum")     # reliability.R: metafor to its optimum
     assert code == 0
     assert err == ("warning: formula: lvl: level 'q' occurs in one row only; what the model says "
                    "about it rests on that one study\n")
@@ -464,6 +467,7 @@ def test_moderator_api_messages():
 @pytest.fixture
 def reml_fails(monkeypatch):
     """Make every iterative tau^2 estimation fail (as test_engine's DL-fallback test)."""
+    monkeypatch.setattr(estimators, "MF_MAXITER", 0)     # metafor's default control fails
     monkeypatch.setattr(estimators, "MAXITER", 1)
     monkeypatch.setattr(estimators, "CONV_TOL_ACCEPT", 0.0)
     monkeypatch.setattr(estimators, "_score_root",

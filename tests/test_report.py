@@ -54,7 +54,8 @@ def test_short_citations():
 
 def test_shipped_config_is_complete_and_valid():
     cfg = report.load_config(REPO / "analysis.toml")
-    assert cfg["model"] == {"method": "REML", "test": "z", "level": 95, "cluster": "sample"}
+    assert cfg["model"] == {"method": "REML", "test": "z", "level": 95, "cluster": "sample",
+                            "control": "metafor"}
     assert cfg["outcomes"]["separate"] == ["adherence", "retention", "dropout"]
     keys = {c["key"] for c in cfg["comparison"]}
     with open(REPO / "data" / "published_syntheses.csv", encoding="utf-8") as fh:

@@ -47,13 +47,19 @@ def close(actual, expected, column=""):
                                atol=atol_for(column), err_msg=column)
 
 
-def fit_for(name, model):
+#: bias_sensitivity.R runs metafor to (nearly) its optimum (ctrl_for), so the fits and their
+#: refits use control = "optimum" (refits take the fit's control); metafor's default control
+#: is compared in test_*_matches_metafor_defaults (the "default" references)
+TIGHT = "optimum"
+
+
+def fit_for(name, model, control=TIGHT):
     ds = REF["datasets"][name]
     m = ds["models"][model]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return models.random_effects(ds["yi"], ds["vi"], method=m["method"], test=m["test"],
-                                     labels=ds["labels"], measure="generic")
+                                     labels=ds["labels"], measure="generic", control=control)
 
 
 def test_reference_provenance():
@@ -122,6 +128,73 @@ def test_cumulative_in_data_order_matches_metafor_cumul(name, model):
         close(getattr(res, col), ref[col], col)
 
 
+# --- metafor's default control: plain rma() calls, whose refits keep it -------------------------
+
+DEFAULT = REF["default"]
+DEFAULT_CASES = [(name, model) for name, ms in DEFAULT["datasets"].items() for model in ms]
+
+
+def default_fit(name, model):
+    """models.random_effects without control=: metafor's default control, as rma()."""
+    ds = REF["datasets"][name]
+    m = DEFAULT["datasets"][name][model]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return models.random_effects(ds["yi"], ds["vi"], method=m["method"], test=m["test"],
+                                     labels=ds["labels"], measure="generic")
+
+
+@pytest.mark.parametrize("name,model", DEFAULT_CASES)
+def test_sensitivity_matches_metafor_defaults(name, model):
+    """leave1out(), influence(), baujat() and cumul() of a plain rma(yi, vi, method, test)
+    (metafor's default control, which the refits keep through x$control), against the
+    default control = "metafor", at the contract's 1e-6."""
+    ds = REF["datasets"][name]
+    ref = DEFAULT["datasets"][name][model]
+    fit = default_fit(name, model)
+    assert fit.control == "metafor"
+    for col in ("estimate", "se", "tau2", "i2", "q"):
+        close(getattr(fit, col), ref["fit"][col], col)
+    res = sensitivity.leave_one_out(fit)
+    assert list(res.labels) == ref["leave1out"]["label"]
+    for col in FIT_COLUMNS:
+        close(getattr(res, col), ref["leave1out"][col], col)
+    res = sensitivity.influence(fit)
+    for col in ("rstudent", "dffits", "cook_d", "cov_r", "tau2_del", "qe_del", "hat", "weight",
+                "dfbetas"):
+        close(getattr(res, col), ref["influence"][col], col)
+    assert [bool(x) for x in res.inf] == ref["influence"]["inf"]
+    res = sensitivity.baujat(fit)
+    close(res.x, ref["baujat"]["x"], "x")
+    close(res.y, ref["baujat"]["y"], "y")
+    for res, key in ((sensitivity.cumulative(fit, order=ds["year"]), "cumulative"),
+                     (sensitivity.cumulative(fit), "cumulative_given_order")):
+        assert list(res.labels) == ref[key]["label"]
+        for col in FIT_COLUMNS:
+            close(getattr(res, col), ref[key][col], col)
+
+
+def test_default_references_differ_from_the_tight_ones():
+    """The comparisons above discriminate: metafor's default and tight leave-one-out tau^2
+    differ by more than the 1e-6 tolerance."""
+    tight = np.array(REF["datasets"]["molloy2014"]["models"]["REML_z"]["leave1out"]["tau2"])
+    default = np.array(DEFAULT["datasets"]["molloy2014"]["REML_z"]["leave1out"]["tau2"])
+    assert np.max(np.abs(default - tight) / tight) > 1e-5
+
+
+@pytest.mark.parametrize("method", list(DEFAULT["gosh"]["molloy2014_first10"]))
+def test_gosh_matches_metafor_defaults(method):
+    """gosh() of a plain rma() (every subset refitted with metafor's default control; PM
+    searches [0, max(100, 10 mad(yi)^2)] of each subset)."""
+    g = REF["gosh"]["molloy2014_first10"]
+    ref = DEFAULT["gosh"]["molloy2014_first10"][method]
+    fit = models.random_effects(g["yi"], g["vi"], method=method, measure="generic")
+    res = sensitivity.gosh(fit)
+    assert ["".join("1" if x else "0" for x in row) for row in res.incl] == ref["incl"]
+    for col in ("q", "i2", "h2", "tau2", "estimate"):
+        close(getattr(res, col), ref[col], col)
+
+
 GOSH_CASES = [(name, method) for name, g in REF["gosh"].items() for method in g["fits"]]
 
 
@@ -131,7 +204,8 @@ def test_gosh_all_subsets_matches_metafor_gosh(name, method):
     the same order (sorted by size, R's expand.grid order within a size) and the same fits."""
     g = REF["gosh"][name]
     ref = g["fits"][method]
-    fit = models.random_effects(g["yi"], g["vi"], method=method, measure="generic")
+    fit = models.random_effects(g["yi"], g["vi"], method=method, measure="generic",
+                                control=TIGHT)
     res = sensitivity.gosh(fit)
     assert res.exact and res.seed is None
     assert res.n_subsets == 2 ** len(g["yi"]) - 1 == len(ref["k"])
@@ -221,7 +295,7 @@ def test_gosh_random_subset_matches_a_single_fit():
 
 def test_gosh_summary_and_study_effects():
     g = REF["gosh"]["normand1999"]
-    fit = models.random_effects(g["yi"], g["vi"], measure="generic")
+    fit = models.random_effects(g["yi"], g["vi"], measure="generic", control=TIGHT)
     res = sensitivity.gosh(fit)
     d = res.summary_dict()
     assert d["subsets"] == 511 and d["exact"] is True and d["k"] == 9
@@ -298,7 +372,8 @@ def test_cli_sensitivity_json_matches_metafor(tmp_path, capsys):
     column, the default order) as metafor; no progress bar under --json."""
     from metaalliance.cli import main
     csv = write_csv(tmp_path / "bcg.csv", "bcg")
-    assert main(["sensitivity", "--data", csv, "--yi", "yi", "--vi", "vi", "--json"]) == 0
+    assert main(["sensitivity", "--data", csv, "--yi", "yi", "--vi", "vi", "--json",
+                 "--control", "optimum"]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
     out = json.loads(captured.out)

@@ -130,8 +130,10 @@ def run(args) -> int:
     if len(sel.yi) < 2:
         raise ModelError(f"bias analyses need at least 2 findings (k = {len(sel.yi)})")
     fit = models.random_effects(sel.yi, sel.vi, method=args.method, test=args.test,
-                                level=args.level, labels=list(sel.labels), measure=sel.measure)
-    res = bias.run_all(fit, estimator=args.estimator, side=args.side, alpha=args.alpha)
+                                level=args.level, labels=list(sel.labels), measure=sel.measure,
+                                control=args.control)
+    res = bias.run_all(fit, estimator=args.estimator, side=args.side, alpha=args.alpha,
+                       control=args.control)
     if args.json:
         print_json(to_json(res, fit, int(sel.omitted)))
     else:

@@ -136,10 +136,12 @@ def run(args) -> int:
                                  method=args.method, test="t" if args.test == "knha" else "z",
                                  level=args.level, labels=labels, measure=sel.measure)
     else:
-        fit = models.random_effects(yi, vi, **opts)
+        # --control concerns rma.uni's tau^2 iterations (rma.mv above has its own optimiser)
+        fit = models.random_effects(yi, vi, control=args.control, **opts)
         if args.by:
             subgroups = models.subgroups(yi, vi, df[args.by].to_numpy(), by=args.by,
-                                         tau2_model=args.tau2_model, **opts)
+                                         tau2_model=args.tau2_model, control=args.control,
+                                         **opts)
     kwargs = dict(data=df, subgroups=subgroups, columns=parse_columns(args.columns),
                   sort=None if args.sort == "none" else args.sort,
                   group_by=args.cluster or "citekey", show_pi=not args.no_pi,

@@ -43,12 +43,13 @@ def run(args) -> int:
     if len(sel.yi) < 2:
         raise ModelError(f"a funnel plot needs at least 2 findings (k = {len(sel.yi)})")
     fit = models.random_effects(sel.yi, sel.vi, method=args.method, test=args.test,
-                                level=args.level, labels=list(sel.labels), measure=sel.measure)
+                                level=args.level, labels=list(sel.labels), measure=sel.measure,
+                                control=args.control)
     trimfill = None
     if args.trimfill:
         from .. import bias
 
-        trimfill = bias.trim_and_fill(fit)
+        trimfill = bias.trim_and_fill(fit, control=args.control)
     ax = plots.funnel_plot(fit, trimfill=trimfill, contours=not args.no_contours,
                            width=args.width_mm, font_size=args.font_size, title=args.title)
     for path in plots.save_figure(ax.figure, out, dpi=args.dpi):

@@ -178,6 +178,7 @@ def pool_selection(sel, args, used=()) -> int:
     common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
                   measure=sel.measure)
     if args.cluster:
+        # rma.mv has its own optimiser: --control concerns rma.uni's tau^2 iterations only
         kw = {}
         if args.mods:
             X, names, keep = models.design_matrix(df, args.mods)
@@ -192,7 +193,7 @@ def pool_selection(sel, args, used=()) -> int:
         return 0
     if args.by:
         res = models.subgroups(yi, vi, df[args.by].to_numpy(), tau2_model=args.tau2_model,
-                               by=args.by, **common)
+                               by=args.by, control=args.control, **common)
         out = res.to_dict()
         out["omitted"] = omitted
     elif args.mods:
@@ -203,7 +204,8 @@ def pool_selection(sel, args, used=()) -> int:
                                         and not args.json)
         try:
             res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
-                                         seed=args.seed, progress=progress, **common)
+                                         seed=args.seed, progress=progress,
+                                         control=args.control, **common)
         finally:
             close()
         out = res.to_dict()
@@ -211,7 +213,7 @@ def pool_selection(sel, args, used=()) -> int:
     else:
         import dataclasses
 
-        res = models.random_effects(yi, vi, **common)
+        res = models.random_effects(yi, vi, control=args.control, **common)
         res = dataclasses.replace(res, omitted=omitted)
         out = res.to_dict()
     if args.json:

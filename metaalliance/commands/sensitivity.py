@@ -168,12 +168,13 @@ def run(args) -> int:
         order_by = "year"
     order = _order_key(sel.frame.reset_index(drop=True), order_by) if order_by else None
     fit = models.random_effects(sel.yi, sel.vi, method=args.method, test=args.test,
-                                level=args.level, labels=list(sel.labels), measure=sel.measure)
+                                level=args.level, labels=list(sel.labels), measure=sel.measure,
+                                control=args.control)
     progress, close = _progress_bar(sys.stderr.isatty() and not args.json)
     try:
         res = sensitivity.run_all(fit, order=order, order_by=order_by,
                                   decreasing=args.decreasing, gosh_subsets=args.gosh,
-                                  seed=args.seed, progress=progress)
+                                  seed=args.seed, progress=progress, control=args.control)
     finally:
         close()
     if args.json:

@@ -25,7 +25,11 @@ num <- function(x) unname(as.numeric(x))
 # few 1e-10 short where Fisher scoring converges slowly, e.g. tau^2 ~ 1e-4).
 # leave1out(), influence(), cumul(), gosh() and regtest() pass x$control on to their refits;
 # trimfill() does not, so it gets the control through its '...'.
+# The "default" section repeats the refitting analyses on two datasets with metafor's plain
+# calls (control = list(), i.e. its default control: Fisher scoring to |change| <= 1e-5,
+# uniroot(tol = eps^0.25) for PM), which metaalliance reproduces with control = "metafor".
 ctrl_for <- function(vi) list(threshold = 1e-12 * mean(vi), tol = 1e-12, maxiter = 100000)
+DEFAULT <- list()
 
 fit_values <- function(res) {
   list(estimate = num(res$beta), se = num(res$se), stat = num(res$zval), pvalue = num(res$pval),
@@ -43,8 +47,8 @@ list_values <- function(l) {
        q = num(l$Q), q_pvalue = num(l$Qp), tau2 = num(tau2), i2 = num(l$I2), h2 = num(l$H2))
 }
 
-trimfill_values <- function(res, estimator) {
-  tf <- trimfill(res, estimator = estimator, control = ctrl_for(res$vi))
+trimfill_values <- function(res, estimator, control = ctrl_for(res$vi)) {
+  tf <- trimfill(res, estimator = estimator, control = control)
   filled <- if (tf$k0 > 0) which(tf$fill) else integer(0)
   c(list(k0 = tf$k0, se_k0 = num(tf$se.k0), side = tf$side,
          p_k0 = num(tf$p.k0),
@@ -81,8 +85,8 @@ fsn_values <- function(yi, vi) {
                         alpha = rbg$alpha))
 }
 
-model_values <- function(yi, vi, slab, order_by, method, test) {
-  res <- rma(yi, vi, method = method, test = test, slab = slab, control = ctrl_for(vi))
+model_values <- function(yi, vi, slab, order_by, method, test, control = ctrl_for(vi)) {
+  res <- rma(yi, vi, method = method, test = test, slab = slab, control = control)
   l1o <- leave1out(res)
   inf <- influence(res)
   bj <- baujat(res)  # draws on the null device; we keep the returned coordinates
@@ -104,8 +108,8 @@ model_values <- function(yi, vi, slab, order_by, method, test) {
     regtest = regtest_values(regtest(res)),
     ranktest = list(tau = num(rt$tau), pvalue = num(rt$pval),
                     ties = length(unique(vi)) < length(vi)),
-    trimfill_L0 = trimfill_values(res, "L0"),
-    trimfill_R0 = trimfill_values(res, "R0")
+    trimfill_L0 = trimfill_values(res, "L0", control),
+    trimfill_R0 = trimfill_values(res, "R0", control)
   )
   vals
 }
@@ -153,8 +157,8 @@ add_dataset("pritz1997", "metadat::dat.pritz1997, escalc(measure = 'PLO', xi, ni
             list(c("REML", "z"), c("HS", "z")))
 
 # --- GOSH with all subsets (deterministic) on small k ------------------------------------------
-gosh_values <- function(yi, vi, method) {
-  res <- rma(yi, vi, method = method, control = ctrl_for(vi))
+gosh_values <- function(yi, vi, method, control = ctrl_for(vi)) {
+  res <- rma(yi, vi, method = method, control = control)
   g <- gosh(res, progbar = FALSE)
   list(method = method, k = num(g$res$k), q = num(g$res$QE), i2 = num(g$res$I2),
        h2 = num(g$res$H2), tau2 = num(g$res$tau2), estimate = num(g$res$estimate),
@@ -175,12 +179,31 @@ gosh <- list(
                                         PM = gosh_values(mol$yi, mol$vi, "PM")))
 )
 
+# --- metafor's default control (plain calls) on two datasets ------------------------------------
+default_dataset <- function(name, settings) {
+  ds <- datasets[[name]]
+  models <- lapply(settings, function(s) model_values(ds$yi, ds$vi, ds$labels, ds$year, s[1],
+                                                      s[2], DEFAULT))
+  names(models) <- vapply(settings, function(s) paste(s, collapse = "_"), "")
+  models
+}
+default <- list(
+  datasets = list(
+    molloy2014 = default_dataset("molloy2014", list(c("REML", "z"), c("PM", "z"), c("ML", "z"),
+                                                    c("EB", "knha"))),
+    hackshaw1998 = default_dataset("hackshaw1998", list(c("REML", "z"), c("PM", "z"),
+                                                        c("REML", "knha")))),
+  gosh = list(molloy2014_first10 = list(REML = gosh_values(mol$yi, mol$vi, "REML", DEFAULT),
+                                        PM = gosh_values(mol$yi, mol$vi, "PM", DEFAULT),
+                                        ML = gosh_values(mol$yi, mol$vi, "ML", DEFAULT))))
+
 out <- list(
   R_version = R.version.string,
   metafor_version = as.character(packageVersion("metafor")),
   generated_by = "tests/reference/bias_sensitivity.R",
   datasets = datasets,
-  gosh = gosh
+  gosh = gosh,
+  default = default
 )
 
 write_json(out, out_file, auto_unbox = TRUE, digits = NA, na = "null", pretty = FALSE)

@@ -2,9 +2,10 @@
 # `make reference`, or `Rscript tests/reference/make_reference.R`). Needs R with metafor, metadat,
 # jsonlite and clubSandwich. Each topic script writes its own JSON with R.version.string and the
 # package versions; the Python tests read only the JSON, so neither users nor CI need R.
-# chdir: univariate.R writes next to itself; the other two write from the repository root.
+# chdir: univariate.R writes next to itself; the others write from the repository root.
 scripts <- list(c("univariate.R", "TRUE"), c("multilevel.R", "FALSE"),
-                c("bias_sensitivity.R", "FALSE"), c("reliability.R", "FALSE"))
+                c("bias_sensitivity.R", "FALSE"), c("reliability.R", "FALSE"),
+                c("uniroot.R", "FALSE"))
 for (s in scripts) {
   path <- file.path("tests", "reference", s[1])
   message("running ", path)

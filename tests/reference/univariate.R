@@ -16,10 +16,13 @@
 #
 # Convergence: metafor's defaults (threshold = 1e-5 for Fisher scoring/EB, uniroot
 # tol = eps^0.25 for PM and the Q-profile CIs) stop up to ~1e-5 (absolute) away from the
-# optimum. metaalliance iterates to the optimum, so the primary reference ("tight") is metafor
-# with control = list(threshold = 1e-10, tol = 1e-12, maxiter = 1000) and confint with
-# control = list(tol = 1e-12). The "default" entries (metafor's own defaults) are stored too;
-# tests compare with them at a looser, documented tolerance.
+# optimum. metaalliance has both: control = "metafor" (its default) stops exactly where
+# metafor's defaults stop, control = "optimum" iterates to the optimum. So every analysis is
+# computed twice: "tight" (fits, metareg, subgroups, permutest) is metafor with
+# control = list(threshold = 1e-10, tol = 1e-12, maxiter = 1000) and confint with
+# control = list(tol = 1e-12), compared with control = "optimum"; "default" (fits_default,
+# metareg_default, subgroups_default, permutest_default) is metafor's plain calls (no control
+# argument at all), compared with control = "metafor". Both at the contract's 1e-6.
 
 suppressMessages({
   library(metafor)
@@ -28,6 +31,9 @@ suppressMessages({
 
 CTRL <- list(threshold = 1e-10, tol = 1e-12, maxiter = 1000)
 CI_CTRL <- list(tol = 1e-12)
+# control = list() is metafor's plain call: rma() and confint() take a missing control as
+# list(), and permutest(), leave1out() ... refit with that x$control
+DEFAULT <- list()
 METHODS <- c("EE", "DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
 TESTS <- c("z", "knha")
 
@@ -75,6 +81,28 @@ datasets$normand1999 <- list(
   measure = "generic", yi = num(d$yi), vi = num(d$vi), labels = d$source,
   data = list(source = d$source))
 
+# more datasets (other effect measures and scales), against overfitting to the first five
+d <- dat.bangertdrowns2004
+datasets$bangertdrowns2004 <- list(
+  source = "dat.bangertdrowns2004: writing-to-learn interventions (Bangert-Drowns et al., 2004), standardized mean differences",
+  call = "dat.bangertdrowns2004 (yi, vi as shipped)",
+  measure = "generic", yi = num(d$yi), vi = num(d$vi), labels = paste(d$author, d$year),
+  data = list(grade = d$grade, imag = d$imag))
+
+d <- dat.hackshaw1998
+datasets$hackshaw1998 <- list(
+  source = "dat.hackshaw1998: environmental tobacco smoke and lung cancer (Hackshaw et al., 1998), log odds ratios",
+  call = "dat.hackshaw1998 (yi, vi as shipped)",
+  measure = "generic", yi = num(d$yi), vi = num(d$vi), labels = paste(d$author, d$year),
+  data = list(design = d$design, year = d$year))
+
+d <- subset(dat.kalaian1996, outcome == "verbal")
+datasets$kalaian1996 <- list(
+  source = "dat.kalaian1996: SAT coaching, verbal outcome rows (Kalaian & Raudenbush, 1996), standardized mean differences",
+  call = 'subset(dat.kalaian1996, outcome == "verbal") (yi, vi as shipped)',
+  measure = "generic", yi = num(d$yi), vi = num(d$vi), labels = d$study,
+  data = list(ets = d$ets, homework = d$homework))
+
 df_of <- function(ds) {
   out <- data.frame(yi = ds$yi, vi = ds$vi)
   for (nm in names(ds$data)) out[[nm]] <- ds$data[[nm]]
@@ -110,7 +138,7 @@ fits <- list()
 fits_default <- list()
 for (name in names(datasets)) for (m in METHODS) for (t in TESTS) {
   fits[[length(fits) + 1]] <- fit_entry(name, m, t, CTRL, CI_CTRL)
-  fits_default[[length(fits_default) + 1]] <- fit_entry(name, m, t, list(), NULL)
+  fits_default[[length(fits_default) + 1]] <- fit_entry(name, m, t, DEFAULT, NULL)
 }
 
 # ---- meta-regression -------------------------------------------------------------------------
@@ -119,13 +147,16 @@ MODS <- list(
   list(dataset = "molloy2014", formula = "~ controls + meanage"),
   list(dataset = "bcg", formula = "~ alloc + ablat"),
   list(dataset = "mcdaniel1994", formula = "~ type + struct"),
-  list(dataset = "craft2003", formula = "~ sport"))
+  list(dataset = "craft2003", formula = "~ sport"),
+  list(dataset = "bangertdrowns2004", formula = "~ grade + imag"),
+  list(dataset = "hackshaw1998", formula = "~ design + year"),
+  list(dataset = "kalaian1996", formula = "~ ets + homework"))
 
-reg_entry <- function(spec, method, test) {
+reg_entry <- function(spec, method, test, control = CTRL, ci_control = CI_CTRL) {
   ds <- datasets[[spec$dataset]]
   dat <- df_of(ds)
   res <- suppressWarnings(rma(yi, vi, mods = as.formula(spec$formula), data = dat,
-                              method = method, test = test, control = CTRL))
+                                   method = method, test = test, control = control))
   out <- list(dataset = spec$dataset, formula = spec$formula, method = method, test = test,
               k = res$k,
               coefficients = lapply(seq_len(res$p), function(j) list(
@@ -138,7 +169,7 @@ reg_entry <- function(spec, method, test) {
               qe = num(res$QE), qe_df = res$k - res$p, qe_pvalue = num(res$QEp),
               i2 = num(res$I2), h2 = num(res$H2), r2 = num(res$R2))
   if (method != "EE") {
-    ci <- confint(res, control = CI_CTRL)
+    ci <- if (is.null(ci_control)) confint(res) else confint(res, control = ci_control)
     out$tau2_ci_lower <- num(ci$random["tau^2", "ci.lb"])
     out$tau2_ci_upper <- num(ci$random["tau^2", "ci.ub"])
   }
@@ -146,17 +177,22 @@ reg_entry <- function(spec, method, test) {
 }
 
 metareg <- list()
-for (spec in MODS) for (m in METHODS) for (t in TESTS)
+metareg_default <- list()
+for (spec in MODS) for (m in METHODS) for (t in TESTS) {
   metareg[[length(metareg) + 1]] <- reg_entry(spec, m, t)
+  metareg_default[[length(metareg_default) + 1]] <- reg_entry(spec, m, t, DEFAULT, NULL)
+}
 
 # ---- subgroups -------------------------------------------------------------------------------
 
 SUBS <- list(list(dataset = "molloy2014", by = "design"),
              list(dataset = "mcdaniel1994", by = "type"),
-             list(dataset = "bcg", by = "alloc"))
+             list(dataset = "bcg", by = "alloc"),
+             list(dataset = "hackshaw1998", by = "design"))
 SUB_METHODS <- c("REML", "DL", "PM", "ML")
+SUB_METHODS_DEFAULT <- c("REML", "DL", "PM", "ML", "EB")
 
-sub_entry <- function(spec, method, test, tau2_model) {
+sub_entry <- function(spec, method, test, tau2_model, control = CTRL) {
   ds <- datasets[[spec$dataset]]
   dat <- df_of(ds)
   g <- dat[[spec$by]]
@@ -166,7 +202,7 @@ sub_entry <- function(spec, method, test, tau2_model) {
   if (tau2_model == "separate") {
     rows <- lapply(levs, function(lv) {
       r <- suppressWarnings(rma(yi, vi, data = dat, subset = g == lv, method = method,
-                                test = test, control = CTRL))
+                                     test = test, control = control))
       list(level = lv, k = r$k, estimate = num(r$beta), se = num(r$se),
            ci_lower = num(r$ci.lb), ci_upper = num(r$ci.ub), tau2 = num(r$tau2))
     })
@@ -181,10 +217,11 @@ sub_entry <- function(spec, method, test, tau2_model) {
     out$q_between_pvalue <- num(qb$QMp)
   } else {
     fm <- as.formula(paste("~", spec$by))
-    r1 <- suppressWarnings(rma(yi, vi, mods = fm, data = dat, method = method, test = test,
-                               control = CTRL))
+    r1 <- suppressWarnings(rma(yi, vi, mods = fm, data = dat, method = method,
+                                    test = test, control = control))
     r0 <- suppressWarnings(rma(yi, vi, mods = as.formula(paste("~", spec$by, "- 1")),
-                               data = dat, method = method, test = test, control = CTRL))
+                                    data = dat, method = method, test = test,
+                                    control = control))
     out$subgroups <- lapply(seq_along(levs), function(j) list(
       level = levs[j], k = sum(g == levs[j], na.rm = TRUE), estimate = num(r0$beta[j]), se = num(r0$se[j]),
       ci_lower = num(r0$ci.lb[j]), ci_upper = num(r0$ci.ub[j]), tau2 = num(r0$tau2)))
@@ -199,6 +236,10 @@ sub_entry <- function(spec, method, test, tau2_model) {
 subgroups <- list()
 for (spec in SUBS) for (m in SUB_METHODS) for (t in TESTS) for (tm in c("separate", "pooled"))
   subgroups[[length(subgroups) + 1]] <- sub_entry(spec, m, t, tm)
+subgroups_default <- list()
+for (spec in SUBS) for (m in SUB_METHODS_DEFAULT) for (t in TESTS)
+  for (tm in c("separate", "pooled"))
+    subgroups_default[[length(subgroups_default) + 1]] <- sub_entry(spec, m, t, tm, DEFAULT)
 
 # ---- permutation tests -----------------------------------------------------------------------
 
@@ -214,14 +255,24 @@ PERMS <- list(
   list(dataset = "bcg", formula = "~ alloc + ablat", method = "DL", test = "knha",
        exact = FALSE, iter = 1000, seed = 1234))
 
-perm_entry <- function(spec) {
+# exact permutation tests also under metafor's default control (permutest refits with
+# x$control, i.e. the defaults of a plain rma() call)
+PERMS_DEFAULT <- c(Filter(function(s) s$exact, PERMS), list(
+  list(dataset = "normand1999", formula = NULL, method = "PM", test = "z", exact = TRUE),
+  list(dataset = "craft2003", formula = NULL, method = "EB", test = "z", exact = TRUE),
+  list(dataset = "craft2003", formula = "~ sport", method = "ML", test = "knha", exact = TRUE),
+  list(dataset = "molloy2014", formula = "~ controls", method = "PM", test = "knha",
+       exact = TRUE)))
+
+perm_entry <- function(spec, control = CTRL) {
   ds <- datasets[[spec$dataset]]
   dat <- df_of(ds)
   if (is.null(spec$formula)) {
-    res <- rma(yi, vi, data = dat, method = spec$method, test = spec$test, control = CTRL)
+    res <- rma(yi, vi, data = dat, method = spec$method, test = spec$test,
+                    control = control)
   } else {
     res <- rma(yi, vi, mods = as.formula(spec$formula), data = dat, method = spec$method,
-               test = spec$test, control = CTRL)
+                    test = spec$test, control = control)
   }
   if (spec$exact) {
     pt <- permutest(res, exact = TRUE, progbar = FALSE)
@@ -237,6 +288,7 @@ perm_entry <- function(spec) {
 }
 
 perms <- lapply(PERMS, perm_entry)
+perms_default <- lapply(PERMS_DEFAULT, perm_entry, control = DEFAULT)
 
 # ---- write -----------------------------------------------------------------------------------
 
@@ -250,10 +302,15 @@ out <- list(
   fits = fits,
   fits_default = fits_default,
   metareg = metareg,
+  metareg_default = metareg_default,
   subgroups = subgroups,
-  permutest = perms)
+  subgroups_default = subgroups_default,
+  permutest = perms,
+  permutest_default = perms_default)
 
 write_json(out, "univariate.json", digits = NA, auto_unbox = TRUE, null = "null", na = "null",
            pretty = TRUE)
-cat("wrote univariate.json:", length(fits), "fits,", length(metareg), "meta-regressions,",
-    length(subgroups), "subgroup analyses,", length(perms), "permutation tests\n")
+cat("wrote univariate.json:", length(fits), "+", length(fits_default), "fits,",
+    length(metareg), "+", length(metareg_default), "meta-regressions,", length(subgroups), "+",
+    length(subgroups_default), "subgroup analyses,", length(perms), "+", length(perms_default),
+    "permutation tests (tight + default control)\n")
