@@ -17,6 +17,9 @@ from .findings import display_path
 
 #: a CSV larger than this is refused before reading
 MAX_CSV_BYTES = 200_000_000
+#: cells that mean "no value" (compared in upper case, spaces stripped), in every column as
+#: R's read.csv treats NA: a subgroup or moderator value "NA" is missing, not a level "NA"
+MISSING = ("", "NA", "NAN", "NULL", ".")
 
 
 def read_csv(path):
@@ -65,11 +68,12 @@ def numeric_column(df, col: str, name: str):
     """Column ``col`` as floats; empty cells become NaN; text raises DataError naming the row."""
     import numpy as np
 
-    cells = df[col].astype(str).str.strip()
+    cells = df[col].to_numpy(dtype=object)
     out = np.full(len(cells), np.nan)
     for i, cell in enumerate(cells):
-        if cell == "" or cell.upper() in ("NA", "NAN", "NULL", "."):
+        if not isinstance(cell, str) or cell.strip().upper() in MISSING:   # NaN: missing
             continue
+        cell = cell.strip()
         try:
             out[i] = float(cell)
         except ValueError:
@@ -101,10 +105,14 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
     df = df.copy()
     df["_row"] = np.arange(2, len(df) + 2)
     df = apply_where(df, list(where), name)
+    for c in df.columns:
+        if c != "_row":
+            cells = df[c].astype(str).str.strip().str.upper()
+            df[c] = df[c].where(~cells.isin(MISSING).to_numpy(), np.nan)
     values = {c: numeric_column(df, c, name) for c in (r, n, yi, vi) if c}
     for c in required_columns:
         if c not in values:
-            values[c] = df[c].astype(str).str.strip().replace("", np.nan).to_numpy()
+            values[c] = df[c].to_numpy(dtype=object)
     keep = np.ones(len(df), dtype=bool)
     for col_values in values.values():
         keep &= ~(col_values != col_values) if col_values.dtype.kind == "f" else \
@@ -159,7 +167,8 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
     label_col = label or next((c for c in ("label", "study", "author", "citekey")
                                if c in df.columns), None)
     if label_col:
-        labels = unique_labels([str(x).strip() for x in df[label_col]], rows, name, label_col)
+        labels = unique_labels(["" if x != x else str(x).strip() for x in df[label_col]], rows,
+                               name, label_col)
     else:
         labels = [f"row {x}" for x in rows]
     df = df.drop(columns="_row")

@@ -737,3 +737,17 @@ def test_api_refuses_numbers_that_overflow(yi, vi, message):
     assert str(exc.value) == message
     with pytest.raises(DataError, match="^three_level: (yi|vi) must lie"):
         models.three_level(yi, vi, ["a", "b"])
+
+
+def test_na_in_a_text_column_is_missing_as_in_r(capsys):
+    """Found by fuzzing: a subgroup value 'NA' or 'nan' was a level called NA (R's read.csv
+    reads it as missing, as we do in numeric columns)."""
+    csv("d.csv", "r,n,g,study\n0.3,50,a,S1\n0.2,80,NA,S2\n0.1,60,b,NA\n0.25,70,nan,S4\n"
+                 "0.05,90,b,S5\n0.4,40,a,S6\n")
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--by", "g", "--json")
+    assert code == 0
+    assert err == "warning: d.csv: omitted 2 row(s) with a missing value in g (rows 3, 5)\n"
+    res = no_nan(out)
+    assert [s["level"] for s in res["subgroups"]] == ["a", "b"] and res["omitted"] == 2
+    code, out, _ = cli(capsys, "sensitivity", "--data", "d.csv", *R_N, "--json")
+    assert [row["label"] for row in no_nan(out)["leave_one_out"]][2] == "row 4"
