@@ -195,7 +195,7 @@ def select(args, *, required_columns=()) -> Selection:
 
 def note(message: str) -> None:
     """A one-line note on stderr."""
-    print(f"note: {message}", file=sys.stderr)
+    print(f"note: {one_line(message)}", file=sys.stderr)
 
 
 def print_json(obj) -> None:
@@ -204,8 +204,17 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, allow_nan=False))
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped: a message that quotes a
+    value from the data (a label, a subgroup) stays one line on stderr."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -265,9 +274,9 @@ def _error_lines(exc, args) -> list[str]:
     """The lines printed for a MetaAllianceError: one per problem, each naming the input."""
     from .errors import DataError, ModelError
 
-    lines = str(exc).splitlines() or [type(exc).__name__]
-    if getattr(exc, "problems", None):
-        return lines
+    if getattr(exc, "problems", None):          # ValidationError: one line per problem
+        return [one_line(p) for p in exc.problems]
+    lines = [one_line(exc)] if str(exc) else [type(exc).__name__]
     data = getattr(args, "data", None)
     if data and isinstance(exc, (DataError, ModelError)):
         from .findings import display_path
@@ -313,7 +322,7 @@ def main(argv=None) -> int:
         return 1
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {one_line(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("METAALLIANCE_DEBUG"):

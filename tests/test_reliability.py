@@ -751,3 +751,15 @@ def test_na_in_a_text_column_is_missing_as_in_r(capsys):
     assert [s["level"] for s in res["subgroups"]] == ["a", "b"] and res["omitted"] == 2
     code, out, _ = cli(capsys, "sensitivity", "--data", "d.csv", *R_N, "--json")
     assert [row["label"] for row in no_nan(out)["leave_one_out"]][2] == "row 4"
+
+
+def test_messages_quoting_data_stay_one_line(capsys):
+    """A subgroup value with a line break (a quoted CSV cell) is escaped in messages."""
+    csv("d.csv", 'r,n,g\n0.3,50,a\n0.2,80,a\n0.1,60,"b\nc"\n')
+    code, _, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--by", "g")
+    assert code == 0
+    assert err == ("warning: subgroup g = b\\nc: k = 1: tau^2 is set to 0 and heterogeneity "
+                   "cannot be assessed (as metafor)\n")
+    code, _, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--by", "g", "--test", "knha")
+    assert (code, err) == (1, "error: d.csv: subgroup g = b\\nc has k = 1: the Knapp-Hartung "
+                              "test needs k >= 2 in every subgroup\n")
