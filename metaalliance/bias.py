@@ -41,7 +41,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import DataError, ModelError, OptionError
-from .options import (CONTROLS, DEFAULT_CONTROL, METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS,
+from .sensitivity import _control
+from .options import (DEFAULT_CONTROL, METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS,
                       check_option)
 
 __all__ = [
@@ -57,14 +58,6 @@ TRIMFILL_MAXITER = 100
 FSN_INTEGER_TOL = float(np.finfo(float).eps ** 0.5)
 #: default significance level of the PET test in the PET-PEESE rule and of fsn()
 ALPHA = 0.05
-
-
-def _control(fit, control):
-    """The refits' control: ``control``, or the fit's own when None."""
-    if control is None:
-        control = getattr(fit, "control", DEFAULT_CONTROL)
-    check_option("control", control, CONTROLS)
-    return control
 
 
 def _fit_info(fit):

@@ -213,6 +213,27 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+def progress_bar(enabled: bool, unit: str, desc: str):
+    """(progress(done, total), close()): a tqdm bar on stderr when ``enabled`` (a terminal and
+    no --json), else (None, a no-op). The bar appears on the first progress call."""
+    if not enabled:
+        return None, (lambda: None)
+    from tqdm import tqdm
+
+    bar = {"obj": None}
+
+    def progress(done, total):
+        if bar["obj"] is None:
+            bar["obj"] = tqdm(total=total, unit=unit, desc=desc, leave=False)
+        bar["obj"].update(max(0, done - bar["obj"].n))
+
+    def close():
+        if bar["obj"] is not None:
+            bar["obj"].close()
+
+    return progress, close
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {one_line(message)}", file=sys.stderr)
 

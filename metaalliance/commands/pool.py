@@ -119,25 +119,6 @@ def _numeric_if_possible(df, cols, source="data"):
     return df
 
 
-def _progress_bar(enabled: bool):
-    """(progress(done, total) drawing a tqdm bar on stderr, close()), or (None, no-op)."""
-    if not enabled:
-        return None, (lambda: None)
-    from tqdm import tqdm
-
-    bar = {"obj": None}
-
-    def progress(done, total):
-        if bar["obj"] is None:
-            bar["obj"] = tqdm(total=total, unit="perm", desc="permutations", leave=False)
-        bar["obj"].update(max(0, done - bar["obj"].n))
-
-    def close():
-        if bar["obj"] is not None:
-            bar["obj"].close()
-
-    return progress, close
-
 
 def pool_selection(sel, args, used=()) -> int:
     """Fit and print the model for a ``cli.Selection`` (frame, yi, vi, labels, measure, omitted)."""
@@ -146,7 +127,7 @@ def pool_selection(sel, args, used=()) -> int:
     import numpy as np
 
     from .. import models
-    from ..cli import print_json
+    from ..cli import print_json, progress_bar
     from ..errors import MetaAllianceWarning
 
     df = sel.frame.reset_index(drop=True).copy()
@@ -200,8 +181,8 @@ def pool_selection(sel, args, used=()) -> int:
         import sys
 
         # a progress bar on a terminal (stderr) while the permutations are fitted
-        progress, close = _progress_bar(args.permutations is not None and sys.stderr.isatty()
-                                        and not args.json)
+        progress, close = progress_bar(args.permutations is not None and sys.stderr.isatty()
+                                       and not args.json, "perm", "permutations")
         try:
             res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
                                          seed=args.seed, progress=progress,

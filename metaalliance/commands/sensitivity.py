@@ -123,32 +123,12 @@ def text(res, fit) -> str:
     return "\n".join(out)
 
 
-def _progress_bar(enabled: bool):
-    """A callable progress(done, total) drawing a tqdm bar on stderr, or None."""
-    if not enabled:
-        return None, (lambda: None)
-    from tqdm import tqdm
-
-    bar = {"obj": None}
-
-    def progress(done, total):
-        if bar["obj"] is None:
-            bar["obj"] = tqdm(total=total, unit="fit", desc="sensitivity", leave=False)
-        b = bar["obj"]
-        b.update(max(0, done - b.n))
-
-    def close():
-        if bar["obj"] is not None:
-            bar["obj"].close()
-
-    return progress, close
-
 
 def run(args) -> int:
     import sys
 
     from .. import models, sensitivity
-    from ..cli import print_json, select
+    from ..cli import print_json, progress_bar, select
     from ..errors import ModelError, OptionError
 
     if args.gosh is not None and args.gosh < 2:
@@ -170,7 +150,7 @@ def run(args) -> int:
     fit = models.random_effects(sel.yi, sel.vi, method=args.method, test=args.test,
                                 level=args.level, labels=list(sel.labels), measure=sel.measure,
                                 control=args.control)
-    progress, close = _progress_bar(sys.stderr.isatty() and not args.json)
+    progress, close = progress_bar(sys.stderr.isatty() and not args.json, "fit", "sensitivity")
     try:
         res = sensitivity.run_all(fit, order=order, order_by=order_by,
                                   decreasing=args.decreasing, gosh_subsets=args.gosh,
