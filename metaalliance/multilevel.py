@@ -327,10 +327,13 @@ def _newton(b: _Blocks, reml: bool, free, start, scale):
             m = info[np.ix_(idx, idx)]
             try:
                 np.linalg.cholesky(m)
+                d = np.linalg.solve(m, gf)      # can fail when m is PD only by rounding
             except np.linalg.LinAlgError:
+                d = None
                 continue
-            d = np.linalg.solve(m, gf)
-            break
+            if np.all(np.isfinite(d)):
+                break
+            d = None
         if d is None:                             # no positive definite information: ascent
             d = gf * scale ** 2
         step = 1.0

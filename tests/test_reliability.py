@@ -763,3 +763,15 @@ def test_messages_quoting_data_stay_one_line(capsys):
     code, _, err = cli(capsys, "pool", "--data", "d.csv", *R_N, "--by", "g", "--test", "knha")
     assert (code, err) == (1, "error: d.csv: subgroup g = b\\nc has k = 1: the Knapp-Hartung "
                               "test needs k >= 2 in every subgroup\n")
+
+
+def test_three_level_with_a_singular_information_matrix(capsys):
+    """Found by fuzzing: identical effects made the 2 x 2 information matrix singular but
+    positive definite by rounding; Newton's solve raised LinAlgError (exit 70)."""
+    csv("d.csv", "yi,x,g,vi\n0,0,a,1\n0,0,b,1\n0,1,a,0.875\n")
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--cluster", "g",
+                         "--mods", "~ x", "--json")
+    assert code == 0
+    res = no_nan(out)
+    assert res["sigma2"] == [0.0, 0.0] and res["converged"] is True
+    assert res["se"] == pytest.approx(math.sqrt(0.5), rel=1e-9)   # two rows with x = 0, vi = 1
