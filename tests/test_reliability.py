@@ -775,3 +775,28 @@ def test_three_level_with_a_singular_information_matrix(capsys):
     res = no_nan(out)
     assert res["sigma2"] == [0.0, 0.0] and res["converged"] is True
     assert res["se"] == pytest.approx(math.sqrt(0.5), rel=1e-9)   # two rows with x = 0, vi = 1
+
+
+def test_reml_where_metafor_fisher_scoring_fails(capsys):
+    """A real non-convergence: on this near-saturated meta-regression metafor's default Fisher
+    scoring stops with an error (reliability.json); we warn, take the REML optimum of the
+    safeguarded search (= metafor with step halving) and the JSON says so in "fallback"."""
+    ref = REF["fisher_scoring_fails"]
+    assert ref["error"].startswith("Fisher scoring algorithm did not converge.")
+    d = ref["data"]
+    lines = ["yi,vi,a,b,c,x"] + [",".join(repr(float(d[c][i])) for c in ("yi", "vi", "a", "b",
+                                                                          "c", "x"))
+                                 for i in range(len(d["yi"]))]
+    csv("d.csv", "\n".join(lines) + "\n")
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--mods", "~ a + b + c + x",
+                         "--json")
+    assert code == 0
+    why = ("metafor's Fisher scoring does not converge within 100 iterations (metafor stops: "
+           "\"Fisher scoring algorithm did not converge\"); tau^2 is the REML estimate found by "
+           "the safeguarded search of control 'optimum'")
+    assert err == f"warning: REML: {why}\n"
+    res = no_nan(out)
+    assert (res["method"], res["fallback"]) == ("REML", why)
+    assert res["tau2"] == pytest.approx(ref["tau2"], rel=RTOL)
+    assert [c["estimate"] for c in res["coefficients"]] == pytest.approx(ref["coefficients"],
+                                                                         rel=RTOL)

@@ -103,6 +103,24 @@ r <- catching(rma(d2$yi, d2$vi, slab = c("A", "A")))
 cases$duplicate_labels <- list(call = 'rma(yi, vi, slab = c("A", "A"))$slab',
                                slab = as.character(r$value$slab))
 
+# REML whose Fisher scoring (metafor's default) does not converge: a near-saturated
+# meta-regression (simulated: numpy default_rng(1810), as tests/test_engine.py's
+# test_divergent_fisher_scoring_is_rescued). metafor stops with an error; with step halving
+# (stepadj = 0.5) it reaches the optimum that metaalliance's safeguarded search finds.
+df <- data.frame(
+  yi = c(-0.017611663453911207, 0.2300519483392412, 0.1406429267615585, -0.20908190070601407, 0.05306998767261465, -0.16098702821797942, -0.01752839790296878, -0.0629119419911548, -0.003287387308134327, -0.04297731541086907),
+  vi = c(0.011673000085394554, 0.047684670441800796, 0.01658126256134317, 0.02460317872265465, 0.005711686053971435, 0.023142729925966693, 0.030329223110134994, 0.04021343153482555, 0.04580600707438564, 0.017793778058759275),
+  a = c(1, 0, 0, 0, 0, 0, 0, 0, 0, 0), b = c(0, 1, 0, 0, 0, 0, 0, 0, 0, 0), c = c(0, 0, 1, 0, 0, 0, 0, 0, 0, 0),
+  x = c(1.328951217938969, -0.521011508605091, -0.10313345571774729, 1.238904748376531, 0.2559608920313837, 0.758112452702141, -0.6295861524473827, 0.9361214762977742, 0.9276894430242717, -1.9977357798093645))
+r <- catching(rma(yi, vi, mods = ~ a + b + c + x, data = df))
+r2 <- catching(rma(yi, vi, mods = ~ a + b + c + x, data = df,
+                   control = c(CTRL, list(stepadj = 0.5, maxiter = 10000))))
+cases$fisher_scoring_fails <- list(
+  call = "rma(yi, vi, mods = ~ a + b + c + x, data = df)", data = as.list(df),
+  error = r$error,
+  optimum_call = "the same with control = list(threshold = 1e-10, tol = 1e-12, stepadj = 0.5, maxiter = 10000)",
+  tau2 = num(r2$value$tau2), coefficients = num(r2$value$b), se = num(r2$value$se))
+
 out <- list(
   r_version = R.version.string,
   metafor_version = as.character(packageVersion("metafor")),
