@@ -139,8 +139,39 @@ def _metafor_fails(method) -> str:
             "\"Fisher scoring algorithm did not converge\")")
 
 
+#: the quantities of a fit that must be finite (else ModelError, never NaN in a result)
+_FINITE = ("beta", "se", "stat", "pval", "ci_lo", "ci_hi", "pi_lo", "pi_hi", "tau2", "qe", "qm",
+           "i2", "h2")
+
+
 def _fit(y, v, X, names, method, test, level, control=DEFAULT_CONTROL):
-    """Fit one model; a dict of every quantity at full precision."""
+    """Fit one model; a dict of every quantity at full precision.
+
+    Numerically hopeless data (weights beyond double precision, a design singular in
+    floating point though not exactly) stop with a ModelError instead of NaN results."""
+    try:
+        with np.errstate(all="ignore"):
+            r = _fit_numbers(y, v, X, names, method, test, level, control)
+    except np.linalg.LinAlgError:
+        raise ModelError(_hopeless(v, "a matrix of the fit is numerically singular")) from None
+    bad = [key for key in _FINITE if not np.all(np.isfinite(np.asarray(r[key], dtype=float)))]
+    if bad:
+        raise ModelError(_hopeless(v, "the results would not be finite numbers"))
+    return r
+
+
+def _hopeless(v, what: str) -> str:
+    ratio = float(v.max() / v.min())
+    if ratio >= VI_RATIO_WARN:
+        return (f"the model cannot be fitted reliably: {what}; the largest sampling variance "
+                f"is {ratio:.3g} times the smallest, beyond what double precision resolves "
+                "(check the studies with extreme variances)")
+    return (f"the model cannot be fitted reliably: {what} (moderators nearly collinear or on "
+            "very different scales? rescale them)")
+
+
+def _fit_numbers(y, v, X, names, method, test, level, control=DEFAULT_CONTROL):
+    """The body of ``_fit``."""
     _options(method, test, None, control)
     lv, alpha = inf.level_alpha(level)
     k, p = X.shape

@@ -800,3 +800,21 @@ def test_reml_where_metafor_fisher_scoring_fails(capsys):
     assert res["tau2"] == pytest.approx(ref["tau2"], rel=RTOL)
     assert [c["estimate"] for c in res["coefficients"]] == pytest.approx(ref["coefficients"],
                                                                          rel=RTOL)
+
+
+@pytest.mark.parametrize("yi, what", [
+    ("0,2,0,0", "a matrix of the fit is numerically singular"),
+    ("0,0,0,0", "the results would not be finite numbers"),
+])
+def test_weights_beyond_double_precision_stop_the_model(capsys, yi, what):
+    """Found by fuzzing: vi = 1.3e-31 next to vi = 1 in a meta-regression gave LinAlgError
+    (exit 70) or NaN standard errors."""
+    y = yi.split(",")
+    csv("d.csv", "yi,x,g,vi\n" + "".join(f"{a},{x},{g},{v}\n" for a, x, g, v in zip(
+        y, (1, 0, 0, 1), ("a", "a", "a", "0"), (1, 1, 1.2892022125829929e-31, 1))))
+    code, out, err = cli(capsys, "pool", "--data", "d.csv", *YI_VI, "--mods", "~ g + x")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        f"error: d.csv: the model cannot be fitted reliably: {what}; the largest sampling "
+        "variance is 7.76e+30 times the smallest, beyond what double precision resolves (check "
+        "the studies with extreme variances)")
