@@ -194,20 +194,30 @@ def save_figure(figures, path, *, dpi: int = 600, metadata_title: str | None = N
     if fmt == "tiff":
         kwargs["pil_kwargs"] = {"compression": "tiff_lzw"}
         kwargs.pop("metadata")
-    written = []
+    import io
+
+    from .fileio import write_all
+
+    # rendered into memory first, then written all-or-nothing (fileio.write_all): an
+    # interrupted run never leaves a partial image or half of a set of pages
+    files = {}
     with matplotlib.rc_context(journal_rc()):
         if fmt == "pdf" and len(pages) > 1:
             from matplotlib.backends.backend_pdf import PdfPages
 
-            with PdfPages(path, metadata=meta) as pdf:
+            buf = io.BytesIO()
+            with PdfPages(buf, metadata=meta) as pdf:
                 for fig in pages:
                     pdf.savefig(fig)
-            written.append(path)
+            files[path] = buf.getvalue()
         else:
             for i, fig in enumerate(pages, start=1):
                 target = path if len(pages) == 1 else path.with_name(f"{path.stem}-p{i}{path.suffix}")
-                fig.savefig(target, **kwargs)
-                written.append(target)
+                buf = io.BytesIO()
+                fig.savefig(buf, **kwargs)
+                files[target] = buf.getvalue()
+    write_all(files)
+    written = list(files)
     return written
 
 

@@ -483,3 +483,28 @@ def test_funnel_command(sim_csv, tmp_path, capsys):
     assert main(["funnel", "--data", str(sim_csv), "--r", "r", "--n", "n", "--out", str(out),
                  "--trimfill"]) == 0
     assert b"funnel-points" in out.read_bytes()
+
+
+def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    """save_figure renders into memory and writes all pages or none (fileio.write_all)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from metaalliance import fileio, plots
+
+    pages = [Figure(), Figure()]
+    for fig in pages:
+        fig.add_subplot().plot([0, 1], [0, 1])
+    calls = []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        fileio.os.replace(src, dst)
+
+    monkeypatch.setattr(fileio, "_replace", failing)
+    with pytest.raises(OSError):
+        plots.save_figure(pages, tmp_path / "forest.png", dpi=72)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
