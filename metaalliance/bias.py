@@ -42,7 +42,8 @@ import numpy as np
 
 from .errors import DataError, ModelError, OptionError
 from .sensitivity import _control
-from .options import (DEFAULT_CONTROL, METHODS, SIDES, TESTS, TRIMFILL_ESTIMATORS,
+from .sensitivity import _fit_info as _sensitivity_fit_info
+from .options import (DEFAULT_CONTROL, SIDES, TRIMFILL_ESTIMATORS,
                       check_option)
 
 __all__ = [
@@ -61,23 +62,13 @@ ALPHA = 0.05
 
 
 def _fit_info(fit):
-    try:
-        yi = np.asarray(fit.yi, dtype=float)
-        vi = np.asarray(fit.vi, dtype=float)
-        method, test, level = fit.method, fit.test, float(fit.level)
-    except AttributeError:
-        raise OptionError("expected a fitted random-effects model (models.random_effects(...))"
-                          ) from None
-    check_option("method", method, METHODS)
-    check_option("test", test, TESTS)
+    """As sensitivity's, plus what every bias analysis needs: k >= 2 and usable data."""
+    yi, vi, method, test, level, labels = _sensitivity_fit_info(fit)
     if yi.size < 2:
         raise ModelError("bias analyses need at least 2 studies (k = 1)")
     if np.any(~np.isfinite(yi)) or np.any(~np.isfinite(vi)) or np.any(vi <= 0):
         raise DataError("yi must be finite and vi > 0 for every study")
-    labels = getattr(fit, "labels", None)
-    if labels is None or len(labels) != len(yi):
-        labels = [f"Study {i + 1}" for i in range(len(yi))]
-    return yi, vi, method, test, level, [str(x) for x in labels]
+    return yi, vi, method, test, level, labels
 
 
 def _f(x) -> Optional[float]:
