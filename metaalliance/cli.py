@@ -66,14 +66,14 @@ def _selection_parent() -> argparse.ArgumentParser:
 
 
 def _level(text: str) -> float:
-    """--level: a confidence level in percent, strictly between 0 and 100."""
+    """--level: checked by the engine's own rule (inference.level_alpha), so the parser and the
+    API accept the same values."""
+    from .errors import OptionError
+    from .inference import level_alpha
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 100:
-        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 100 (percent)")
-    return value
+        return level_alpha(text)[0]
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("level: ")) from None
 
 
 def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartung, t/F)"):

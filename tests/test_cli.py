@@ -107,3 +107,15 @@ def test_labels_with_control_characters_stay_one_line(tmp_path):
     csv.write_text("study,r,n\n0\f0,0.1,40\n\"a\tb\nc\",0.2,50\n,0.3,60\n")
     sel = tabular.read_effects(csv, r="r", n="n")
     assert sel["labels"] == ["0 0", "a b c", "row 4"]
+
+
+@pytest.mark.parametrize("level,message", [
+    ("30", "'30' must be a percentage between 50 and 100 (e.g. 95)"),
+    ("150", "'150' must be a percentage between 50 and 100 (e.g. 95)"),
+    ("abc", "'abc' is not a number"),
+])
+def test_level_is_checked_by_the_engine_rule_at_parse_time(level, message):
+    proc = run("pool", "--level", level)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        f"metaalliance pool: error: argument --level: {message}"

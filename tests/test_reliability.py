@@ -638,8 +638,8 @@ def test_option_errors_are_option_errors(capsys):
     with pytest.raises(SystemExit) as exc:          # argparse: usage error, exit code 2
         main(["pool", "--data", "d.csv", *R_N, "--level", "150"])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.endswith("error: argument --level: 150 must lie strictly "
-                                            "between 0 and 100 (percent)\n")
+    assert capsys.readouterr().err.endswith("error: argument --level: '150' must be a "
+                                            "percentage between 50 and 100 (e.g. 95)\n")
     with pytest.raises(OptionError) as exc:
         models.random_effects([0.1, 0.2], [0.01, 0.02], level=150)
     assert str(exc.value) == "level: 150 must be a percentage between 50 and 100 (e.g. 95)"
