@@ -55,6 +55,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import DataError, MetaAllianceWarning, ModelError, OptionError
+from .inference import level_alpha as _level_alpha
 from .options import check_option
 from .results import Coefficient, versions as _versions
 
@@ -88,19 +89,6 @@ _EIG_TOL = 1e-12         # clubSandwich's matrix_power: eigenvalues <= 1e-12 are
 
 
 # ================================================================================= validation
-
-
-def _level_alpha(level) -> tuple[float, float]:
-    """(level in percent, alpha) from 95 or 0.95, as metafor's ``.level``."""
-    try:
-        lv = float(level)
-    except (TypeError, ValueError):
-        raise OptionError(f"level: {level!r} is not a number") from None
-    if math.isfinite(lv) and 50 < lv < 100:
-        return lv, (100.0 - lv) / 100.0
-    if math.isfinite(lv) and 0.5 < lv < 1:
-        return 100.0 * lv, 1.0 - lv
-    raise OptionError(f"level: {level!r} must be a percentage between 50 and 100 (e.g. 95)")
 
 
 def _is_missing(value) -> bool:
