@@ -403,6 +403,19 @@ def sj_tau0(Yc, M):
     return (M * Yc * Yc).sum(axis=0) / M.sum(axis=0)
 
 
+def _halved_step(t, adj):
+    """A Fisher-scoring step kept inside tau^2 >= 0 as metafor does:
+    ``while (tau2 + adj < tau2.min) adj <- adj / 2`` (at tau2 = 0 a negative step vanishes);
+    a non-finite step becomes 0."""
+    adj = np.where(np.isfinite(adj), adj, 0.0)
+    adj = np.where((t <= 0) & (adj < 0), 0.0, adj)
+    neg = t + adj < 0
+    while np.any(neg):
+        adj = np.where(neg, adj / 2.0, adj)
+        neg = t + adj < 0
+    return adj
+
+
 def _fisher_scoring(method, Yc, V, M, X, int_only, start, scale):
     """ML/REML Fisher scoring with metafor's step halving, per column until converged."""
     B = Yc.shape[1]
@@ -417,13 +430,7 @@ def _fisher_scoring(method, Yc, V, M, X, int_only, start, scale):
             break
         y, v, m, t = Yc[:, active], V[:, active], M[:, active], tau2[active]
         adj = _fs_step(method, y, v, m, X, int_only, t, XX)
-        adj = np.where(np.isfinite(adj), adj, 0.0)
-        # metafor: while (tau2 + adj < tau2.min) adj <- adj / 2  (at tau2 = 0 the step vanishes)
-        adj = np.where((t <= 0) & (adj < 0), 0.0, adj)
-        neg = t + adj < 0
-        while np.any(neg):
-            adj = np.where(neg, adj / 2.0, adj)
-            neg = t + adj < 0
+        adj = _halved_step(t, adj)
         new = t + adj
         change = np.abs(adj)
         tau2[active] = new
@@ -1325,12 +1332,7 @@ def _subset_fisher(S: Subsets, method, cols, start, scale):
                 sw3 = s[6]
                 h = sw2 / sw
                 adj = (yPPy - (sw - h)) / (sw2 - 2.0 * sw3 / sw + h * h)
-        adj = np.where(np.isfinite(adj), adj, 0.0)
-        adj = np.where((t <= 0) & (adj < 0), 0.0, adj)
-        neg = t + adj < 0
-        while np.any(neg):
-            adj = np.where(neg, adj / 2.0, adj)
-            neg = t + adj < 0
+        adj = _halved_step(t, adj)
         new = t + adj
         change = np.abs(adj)
         tau2[active] = new
