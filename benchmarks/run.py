@@ -132,7 +132,9 @@ def python_workloads(d, frame, scale, repeats: int, log) -> tuple[dict, dict]:
     """Timings {key: timing dict} and values {key: {quantity: list}} for the agreement check."""
     import warnings
 
-    from metaalliance import bias, models, sensitivity
+    from metaalliance.analyses import bias
+    from metaalliance.engine import models
+    from metaalliance.analyses import sensitivity
 
     warnings.simplefilter("ignore")          # e.g. single-level warnings of simulated factors
     yi, vi = d["yi"], d["vi"]
@@ -194,7 +196,9 @@ def optimum_values(d, frame, scale) -> dict:
     precision (the timed runs use the default control, which reproduces plain metafor calls)."""
     import warnings
 
-    from metaalliance import bias, models, sensitivity
+    from metaalliance.analyses import bias
+    from metaalliance.engine import models
+    from metaalliance.analyses import sensitivity
 
     warnings.simplefilter("ignore")
     yi, vi = d["yi"], d["vi"]
@@ -221,7 +225,7 @@ def optimum_values(d, frame, scale) -> dict:
 
 def peak_memory(scale) -> list:
     """tracemalloc peak of one REML fit per k (numpy reports its allocations to tracemalloc)."""
-    from metaalliance import models
+    from metaalliance.engine import models
 
     out = []
     for k in SCALE_KS:

@@ -1,10 +1,66 @@
 """metaalliance: process-outcome meta-analysis of the therapeutic alliance.
 
-A curated dataset of published alliance-outcome findings (``findings.load()``) and a
-random-effects engine whose numbers agree with R's metafor (``models``).
-Submodules are imported on demand so that ``metaalliance --help`` stays fast.
+A curated dataset of published alliance-outcome findings and a random-effects engine whose
+numbers agree with R's metafor. The public API is the list below (``__all__``); each name is
+imported from its subpackage on first use, so ``import metaalliance`` and
+``metaalliance --help`` stay fast. docs/architecture.md maps the subpackages.
+
+>>> import metaalliance as ma
+>>> fit = ma.random_effects([0.1, 0.3, 0.2, 0.4], [0.01, 0.02, 0.015, 0.03], method="DL")
+>>> round(fit.estimate, 4)
+0.2067
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: public name -> the module that defines it (the one place the public API is declared)
+_API = {
+    # the curated dataset
+    "load": "metaalliance.dataset.findings",
+    "validate": "metaalliance.dataset.findings",
+    "read_effects": "metaalliance.dataset.tabular",
+    "convert": "metaalliance.dataset.effectsize",
+    "r_to_z": "metaalliance.dataset.effectsize",
+    "z_to_r": "metaalliance.dataset.effectsize",
+    # the engine
+    "random_effects": "metaalliance.engine.models",
+    "meta_regression": "metaalliance.engine.models",
+    "meta_regression_matrix": "metaalliance.engine.models",
+    "subgroups": "metaalliance.engine.models",
+    "permutation_test": "metaalliance.engine.models",
+    "three_level": "metaalliance.engine.multilevel",
+    "robust": "metaalliance.engine.multilevel",
+    "aggregate": "metaalliance.engine.multilevel",
+    # analyses
+    "egger_test": "metaalliance.analyses.bias",
+    "rank_test": "metaalliance.analyses.bias",
+    "trim_and_fill": "metaalliance.analyses.bias",
+    "pet_peese": "metaalliance.analyses.bias",
+    "fail_safe_n": "metaalliance.analyses.bias",
+    "leave_one_out": "metaalliance.analyses.sensitivity",
+    "influence": "metaalliance.analyses.sensitivity",
+    "baujat": "metaalliance.analyses.sensitivity",
+    "cumulative": "metaalliance.analyses.sensitivity",
+    "gosh": "metaalliance.analyses.sensitivity",
+    # figures
+    "forest_plot": "metaalliance.figures.plots",
+    "funnel_plot": "metaalliance.figures.plots",
+    "save_figure": "metaalliance.figures.plots",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metaalliance' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

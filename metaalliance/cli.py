@@ -31,6 +31,9 @@ Without --data every command works on the curated dataset (data/findings + refer
 Run `metaalliance COMMAND --help` for each command's options."""
 
 
+from metaalliance.dataset.selection import apply_where, parse_where as _parse_where  # noqa: E402,F401
+
+
 # --- shared flags ------------------------------------------------------------------------------
 
 def _dataset_parent() -> argparse.ArgumentParser:
@@ -68,8 +71,8 @@ def _selection_parent() -> argparse.ArgumentParser:
 def _level(text: str) -> float:
     """--level: checked by the engine's own rule (inference.level_alpha), so the parser and the
     API accept the same values."""
-    from .errors import OptionError
-    from .inference import level_alpha
+    from metaalliance.errors import OptionError
+    from metaalliance.engine.inference import level_alpha
     try:
         return level_alpha(text)[0]
     except OptionError as exc:
@@ -79,7 +82,7 @@ def _level(text: str) -> float:
 def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartung, t/F)"):
     """The model flags every analysis command shares (--method, --test, --level, --control);
     returns the argument group so a command can add its own model flags to it."""
-    from .options import CONTROLS, DEFAULT_CONTROL, DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
+    from metaalliance.options import CONTROLS, DEFAULT_CONTROL, DEFAULT_METHOD, DEFAULT_TEST, METHODS, TESTS
 
     g = parser.add_argument_group("model")
     g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
@@ -107,39 +110,6 @@ class Selection:
     rows: object = None    # CSV: each kept row's number as a spreadsheet shows it (header = 1)
 
 
-def _parse_where(items):
-    from .errors import OptionError
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise OptionError(f"--where {item!r}: expected FIELD=VALUE (e.g. rater=client)")
-        field_name, value = item.split("=", 1)
-        field_name = field_name.strip()
-        values = [v.strip() for v in value.split(",")]
-        if not field_name or not all(values):
-            raise OptionError(f"--where {item!r}: expected FIELD=VALUE (e.g. rater=client)")
-        out.append((field_name, values))
-    return out
-
-
-def apply_where(df, where, source: str):
-    """Filter a DataFrame by FIELD=VALUE conditions (string comparison, or numeric when both parse)."""
-    from .errors import OptionError
-    import pandas as pd
-
-    for field_name, values in where:
-        if field_name not in df.columns:
-            raise OptionError(f"--where {field_name}=...: {source} has no column {field_name!r} "
-                              f"(columns: {', '.join(map(str, df.columns))})")
-        col = df[field_name]
-        mask = col.astype(str).isin(values)
-        numeric = pd.to_numeric(pd.Series(values), errors="coerce")
-        if pd.api.types.is_numeric_dtype(col) and numeric.notna().all():
-            mask |= col.isin(list(numeric))
-        df = df[mask]
-    return df
-
-
 def select(args, *, required_columns=()) -> Selection:
     """The rows a subcommand analyses, from the curated dataset or ``--data CSV``.
 
@@ -147,12 +117,12 @@ def select(args, *, required_columns=()) -> Selection:
     """
     import numpy as np
 
-    from .errors import DataError, OptionError
-    from .options import SEPARATE_DOMAINS
+    from metaalliance.errors import DataError, OptionError
+    from metaalliance.options import SEPARATE_DOMAINS
 
     where = _parse_where(getattr(args, "where", []) or [])
     if getattr(args, "data", None):
-        from .tabular import read_effects
+        from metaalliance.dataset.tabular import read_effects
         sel = read_effects(args.data, r=args.r_col, n=args.n_col, yi=args.yi_col, vi=args.vi_col,
                            label=getattr(args, "label_col", None), where=where,
                            required_columns=required_columns)
@@ -161,7 +131,7 @@ def select(args, *, required_columns=()) -> Selection:
         if getattr(args, flag, None):
             raise OptionError(f"--{flag[:-4].replace('_', '-')} needs --data CSV "
                               "(the curated dataset has its own r and n)")
-    from . import findings
+    from metaalliance.dataset import findings
     df = findings.load(getattr(args, "findings", None), getattr(args, "bib", None))
     df = apply_where(df, where, "the curated dataset")
     n_apart = 0
@@ -241,7 +211,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from metaalliance import __version__
     parser = argparse.ArgumentParser(
         prog="metaalliance", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,8 +237,8 @@ def check_output_path(args) -> None:
     """
     from pathlib import Path
 
-    from .errors import OptionError
-    from .findings import DEFAULT_BIB, DEFAULT_FINDINGS, display_path, is_inside
+    from metaalliance.errors import OptionError
+    from metaalliance.dataset.findings import DEFAULT_BIB, DEFAULT_FINDINGS, display_path, is_inside
 
     out = getattr(args, "out", None)
     if not out:
@@ -293,14 +263,14 @@ def check_output_path(args) -> None:
 
 def _error_lines(exc, args) -> list[str]:
     """The lines printed for a MetaAllianceError: one per problem, each naming the input."""
-    from .errors import DataError, ModelError
+    from metaalliance.errors import DataError, ModelError
 
     if getattr(exc, "problems", None):          # ValidationError: one line per problem
         return [one_line(p) for p in exc.problems]
     lines = [one_line(exc)] if str(exc) else [type(exc).__name__]
     data = getattr(args, "data", None)
     if data and isinstance(exc, (DataError, ModelError)):
-        from .findings import display_path
+        from metaalliance.dataset.findings import display_path
 
         name = display_path(data)
         lines = [ln if ln.startswith(name + ":") else f"{name}: {ln}" for ln in lines]
@@ -317,7 +287,7 @@ def main(argv=None) -> int:
     import os
     import warnings
 
-    from .errors import MetaAllianceError
+    from metaalliance.errors import MetaAllianceError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ Every function that takes a method, a test or a vocabulary level checks it here
 
 from __future__ import annotations
 
-from .errors import OptionError
+from metaalliance.errors import OptionError
 
 # --- model options -------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from conftest import snapshot
-from metaalliance import curate, fileio, findings
+from metaalliance.dataset import curate
+from metaalliance.dataset import fileio
+from metaalliance.dataset import findings
 from metaalliance.cli import main
 from metaalliance.errors import ValidationError
 
@@ -139,7 +141,7 @@ def test_bad_csv_row_names_row_and_field(dataset, tmp_path, capsys):
 
 WORKER = textwrap.dedent("""\
     import sys
-    from metaalliance import curate
+    from metaalliance.dataset import curate
     fdir, bib, tag = sys.argv[1], sys.argv[2], sys.argv[3]
     for i in range(8):
         f = {"n": 40 + i, "statistic": {"type": "r", "value": 0.1}, "positive_is_better": True,

@@ -15,8 +15,9 @@ import warnings
 import numpy as np
 import pytest
 
-from metaalliance import estimators as est
-from metaalliance import models, sensitivity
+from metaalliance.engine import estimators as est
+from metaalliance.engine import models
+from metaalliance.analyses import sensitivity
 from metaalliance.options import METHODS
 
 #: batch and single fits run the same algorithms; they may stop one iteration apart where the

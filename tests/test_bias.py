@@ -15,7 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from metaalliance import bias, models, plots_bias, sensitivity
+from metaalliance.analyses import bias
+from metaalliance.engine import models
+from metaalliance.figures import bias_plots as plots_bias
+from metaalliance.analyses import sensitivity
 from metaalliance.errors import DataError, ModelError, OptionError
 
 REF = json.loads((Path(__file__).parent / "reference" / "bias_sensitivity.json").read_text())

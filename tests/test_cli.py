@@ -49,7 +49,7 @@ def test_convert_errors_are_one_line():
 
 
 def test_summary_counts_agree_with_the_data(capsys):
-    from metaalliance.findings import load
+    from metaalliance.dataset.findings import load
     df = load()
     assert main(["summary", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -81,7 +81,7 @@ def test_where_is_never_code(tmp_path):
     ("x,n\n0.2,50\n", "no column 'r' (columns: x, n)"),
 ])
 def test_csv_problems_name_row_and_column(tmp_path, content, message):
-    from metaalliance import tabular
+    from metaalliance.dataset import tabular
     from metaalliance.errors import DataError
     csv = tmp_path / "d.csv"
     csv.write_text(content)
@@ -92,7 +92,7 @@ def test_csv_problems_name_row_and_column(tmp_path, content, message):
 
 def test_required_columns_do_not_replace_the_variances(tmp_path):
     """Regression: a moderator column once overwrote vi in the selection."""
-    from metaalliance import tabular
+    from metaalliance.dataset import tabular
     csv = tmp_path / "d.csv"
     csv.write_text("yi,vi,year\n0.1,0.01,2001\n0.2,0.02,2002\n")
     sel = tabular.read_effects(csv, yi="yi", vi="vi", required_columns=("year",))
@@ -102,7 +102,7 @@ def test_required_columns_do_not_replace_the_variances(tmp_path):
 
 def test_labels_with_control_characters_stay_one_line(tmp_path):
     """Found by tests/test_fuzz_cli.py: a form feed in a label split a warning in two."""
-    from metaalliance import tabular
+    from metaalliance.dataset import tabular
     csv = tmp_path / "d.csv"
     csv.write_text("study,r,n\n0\f0,0.1,40\n\"a\tb\nc\",0.2,50\n,0.3,60\n")
     sel = tabular.read_effects(csv, r="r", n="n")

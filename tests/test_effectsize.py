@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from metaalliance import effectsize as es
+from metaalliance.dataset import effectsize as es
 from metaalliance.errors import DataError
 
 EXACT = 1e-12

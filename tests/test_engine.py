@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaalliance import estimators as est
-from metaalliance import models
+from metaalliance.engine import estimators as est
+from metaalliance.engine import models
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from metaalliance.options import METHODS
 
@@ -548,7 +548,9 @@ def test_docstring_examples_run():
     rma(c(.1, .3, .35, .6), c(.01, .02, .015, .03), method = "DL") gives 0.3089 and 0.0224)."""
     import doctest
 
-    from metaalliance import estimators, inference, results
+    from metaalliance.engine import estimators
+    from metaalliance.engine import inference
+    from metaalliance.engine import results
     for module in (models, estimators, inference, results):
         assert doctest.testmod(module).failed == 0, module.__name__
 

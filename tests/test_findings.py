@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import STUDY_A
-from metaalliance import findings
+from metaalliance.dataset import findings
 from metaalliance.cli import main
 from metaalliance.errors import ValidationError
 

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FIXTURE_BIB, STUDY_A
-from metaalliance import findings, tabular
+from metaalliance.dataset import findings
+from metaalliance.dataset import tabular
 from metaalliance.errors import MetaAllianceError
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"

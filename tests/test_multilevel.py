@@ -1,4 +1,4 @@
-"""Properties, special cases and exact messages of metaalliance.multilevel.
+"""Properties, special cases and exact messages of metaalliance.engine.multilevel.
 
 Numbers against metafor are in test_reference_multilevel.py. Data here are either hand-worked
 or SIMULATED by seeded code (numpy default_rng with a fixed seed, or hypothesis with
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from metaalliance import models, multilevel as ml
+from metaalliance.engine import models
+from metaalliance.engine import multilevel as ml
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 
 #: results of the same data in another row order / with other cluster labels: sums are taken

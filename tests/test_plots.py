@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaalliance import models, plots, sensitivity
+from metaalliance.engine import models
+from metaalliance.figures import plots
+from metaalliance.analyses import sensitivity
 from metaalliance.errors import DataError, OptionError
-from metaalliance.report import fmt_est_ci
+from metaalliance.formatting import fmt_est_ci
 
 #: positions are floats computed from the same numbers; only rounding of the last bit differs
 EXACT = 1e-12
@@ -354,7 +356,7 @@ def test_cumulative_and_leave_one_out_plots():
 
 
 def test_funnel_plot():
-    from metaalliance import bias
+    from metaalliance.analyses import bias
 
     df = simulated_findings(30, 13, multi=False)
     res = fit(df)
@@ -491,7 +493,8 @@ def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from metaalliance import fileio, plots
+    from metaalliance.dataset import fileio
+    from metaalliance.figures import plots
 
     pages = [Figure(), Figure()]
     for fig in pages:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaalliance import models
+from metaalliance.engine import models
 from metaalliance.errors import ModelError
 from metaalliance.options import METHODS
 

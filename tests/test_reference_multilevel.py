@@ -1,4 +1,4 @@
-"""metaalliance.multilevel against R's metafor and clubSandwich.
+"""metaalliance.engine.multilevel against R's metafor and clubSandwich.
 
 Every number comes from tests/reference/multilevel.json, written by tests/reference/multilevel.R
 (R, metafor, metadat and clubSandwich versions are recorded in the JSON; the R call of each case
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaalliance import models, multilevel as ml
+from metaalliance.engine import models
+from metaalliance.engine import multilevel as ml
 from metaalliance.errors import MetaAllianceWarning
 
 REF = json.loads((Path(__file__).parent / "reference" / "multilevel.json").read_text())

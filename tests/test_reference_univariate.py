@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaalliance import models
+from metaalliance.engine import models
 
 REF = json.loads((Path(__file__).parent / "reference" / "univariate.json").read_text())
 

@@ -20,7 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaalliance import bias, estimators, models, sensitivity, tabular
+from metaalliance.analyses import bias
+from metaalliance.engine import estimators
+from metaalliance.engine import models
+from metaalliance.analyses import sensitivity
+from metaalliance.dataset import tabular
 from metaalliance.cli import main
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 
@@ -332,7 +336,7 @@ def test_duplicate_finding_ids_in_the_curated_data(dataset, capsys):
 
 
 def test_two_studies_with_one_author_date_label_get_letters():
-    from metaalliance.findings import _distinct_labels
+    from metaalliance.dataset.findings import _distinct_labels
 
     assert _distinct_labels(["Smith et al. (2010)", "Smith et al. (2010)", "Lee (2001)",
                              "Smith et al. (2010)", "Roe (n.d.)", "Roe (n.d.)"],
@@ -542,7 +546,7 @@ def test_selection_that_leaves_nothing(dataset, capsys):
      "elsewhere"),
 ])
 def test_outputs_never_land_in_the_curated_data(capsys, argv, message):
-    from metaalliance.findings import DEFAULT_BIB, DEFAULT_FINDINGS
+    from metaalliance.dataset.findings import DEFAULT_BIB, DEFAULT_FINDINGS
 
     data, bib = str(DEFAULT_FINDINGS.parent), str(DEFAULT_BIB)
     before = {p: p.stat().st_mtime_ns for p in DEFAULT_FINDINGS.parent.rglob("*")}
@@ -695,7 +699,7 @@ def test_long_values_are_cut_in_problem_lines(dataset, capsys):
 
 
 def test_yaml_size_is_bounded(dataset, capsys):
-    from metaalliance import findings
+    from metaalliance.dataset import findings
 
     findings_dir, bib = dataset
     (findings_dir / "alpha2001first.yaml").write_text("note: " + "x" * findings.MAX_FILE_BYTES)
@@ -706,7 +710,7 @@ def test_yaml_size_is_bounded(dataset, capsys):
 
 
 def test_output_through_a_symlink_into_the_data_is_refused(capsys, tmp_path):
-    from metaalliance.findings import DEFAULT_FINDINGS
+    from metaalliance.dataset.findings import DEFAULT_FINDINGS
 
     target = sorted(DEFAULT_FINDINGS.glob("*.yaml"))[0]
     before = target.read_bytes()

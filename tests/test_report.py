@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaalliance import findings, models, report
+from metaalliance.dataset import findings
+from metaalliance.engine import models
+from metaalliance import report
 from metaalliance.errors import OptionError
-from metaalliance.report import fmt_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
+from metaalliance.formatting import fmt_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
 
 REPO = Path(__file__).resolve().parent.parent
 #: numbers that pass through CSV as repr(float) come back bit-identical
@@ -251,7 +253,7 @@ def test_a_failed_run_leaves_the_previous_report_in_place(built, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure while drawing")
 
-    monkeypatch.setattr(report, "figures", broken)
+    monkeypatch.setattr(report.build, "figures", broken)
     with pytest.raises(RuntimeError, match="simulated failure"):
         report.run(config, out, quiet=True)
     assert (out / "manifest.json").read_bytes() == before

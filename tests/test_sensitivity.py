@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from metaalliance import models, sensitivity
+from metaalliance.engine import models
+from metaalliance.analyses import sensitivity
 from metaalliance.errors import DataError, ModelError, OptionError
 
 REF = json.loads((Path(__file__).parent / "reference" / "bias_sensitivity.json").read_text())

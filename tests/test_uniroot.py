@@ -1,4 +1,4 @@
-"""metaalliance.uniroot against R's uniroot() (tests/reference/uniroot.R writes the values).
+"""metaalliance.engine.uniroot against R's uniroot() (tests/reference/uniroot.R writes the values).
 
 The port must take R's path step for step: metafor's default control stops PM and the
 Q-profile bounds where uniroot(tol = eps^0.25) stops, ~1e-4 from the root, so only the same
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from metaalliance.errors import MetaAllianceWarning, ModelError
-from metaalliance.uniroot import DEFAULT_TOL, uniroot, uniroot1
+from metaalliance.engine.uniroot import DEFAULT_TOL, uniroot, uniroot1
 
 REF = json.loads((Path(__file__).parent / "reference" / "uniroot.json").read_text())
 YQ, VQ = REF["yq"], REF["vq"]

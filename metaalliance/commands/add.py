@@ -23,7 +23,7 @@ never corrupts or loses a finding. --dry-run shows what would be written."""
 
 def register(sub, common):
     import argparse
-    from ..options import STATISTICS, VOCABULARIES
+    from metaalliance.options import STATISTICS, VOCABULARIES
     p = sub.add_parser("add", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"]],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,8 +75,8 @@ FLAG_FIELDS = ("citekey", "population", "diagnosis", "setting", "modality", "tre
 def run(args) -> int:
     from pathlib import Path
 
-    from ..curate import add_findings, split_flat, studies_from_file
-    from ..errors import DataError, OptionError
+    from metaalliance.dataset.curate import add_findings, split_flat, studies_from_file
+    from metaalliance.errors import DataError, OptionError
     given = {k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None}
     if args.study_note is not None:
         given["note_study"] = args.study_note

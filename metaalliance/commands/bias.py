@@ -19,8 +19,8 @@ one-sided t-test at --alpha in the direction of the pooled estimate (Stanley & D
 def register(sub, common):
     import argparse
 
-    from ..cli import add_model_options
-    from ..options import SIDES, TRIMFILL_ESTIMATORS
+    from metaalliance.cli import add_model_options
+    from metaalliance.options import SIDES, TRIMFILL_ESTIMATORS
 
     p = sub.add_parser("bias", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -120,9 +120,10 @@ def text(res, fit) -> str:
 
 
 def run(args) -> int:
-    from .. import bias, models
-    from ..cli import print_json, select
-    from ..errors import ModelError, OptionError
+    from metaalliance.analyses import bias
+    from metaalliance.engine import models
+    from metaalliance.cli import print_json, select
+    from metaalliance.errors import ModelError, OptionError
 
     if not 0 < args.alpha < 1:
         raise OptionError(f"--alpha: must lie between 0 and 1, got {args.alpha:g}")

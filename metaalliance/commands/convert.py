@@ -13,7 +13,7 @@ outcome). z = atanh(r); vi = 1/(n - 3) is printed when n is known (--n, or n1 + 
 
 def register(sub, common):
     import argparse
-    from ..options import STATISTICS
+    from metaalliance.options import STATISTICS
     p = sub.add_parser("convert", help=HELP, description=HELP, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stat", required=True, choices=list(STATISTICS), help="reported statistic")
@@ -31,9 +31,9 @@ def register(sub, common):
 def run(args) -> int:
     import math
 
-    from ..cli import print_json
-    from ..effectsize import convert
-    from ..errors import DataError
+    from metaalliance.cli import print_json
+    from metaalliance.dataset.effectsize import convert
+    from metaalliance.errors import DataError
     if not math.isfinite(args.value):
         raise DataError("--value: must be a finite number")
     r = convert(args.stat, args.value, n=args.n, df=args.df, n1=args.n1, n2=args.n2,

@@ -36,8 +36,8 @@ def add_figure_options(p, width_mm: float) -> None:
 def register(sub, common):
     import argparse
 
-    from ..cli import add_model_options
-    from ..options import TAU2_MODELS
+    from metaalliance.cli import add_model_options
+    from metaalliance.options import TAU2_MODELS
 
     p = sub.add_parser("forest", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -70,7 +70,7 @@ def drop_missing(sel, columns):
 
     import numpy as np
 
-    from ..errors import MetaAllianceWarning
+    from metaalliance.errors import MetaAllianceWarning
 
     df = sel.frame.reset_index(drop=True)
     missing = np.zeros(len(df), dtype=bool)
@@ -96,8 +96,8 @@ def check_out(path):
     """The output path: a known suffix, an existing folder."""
     from pathlib import Path
 
-    from ..errors import OptionError
-    from ..plots import FORMATS
+    from metaalliance.errors import OptionError
+    from metaalliance.figures.plots import FORMATS
 
     out = Path(path)
     suffix = out.suffix.lower().lstrip(".")
@@ -112,9 +112,10 @@ def check_out(path):
 
 
 def run(args) -> int:
-    from .. import models, plots
-    from ..cli import select
-    from ..errors import OptionError
+    from metaalliance.engine import models
+    from metaalliance.figures import plots
+    from metaalliance.cli import select
+    from metaalliance.errors import OptionError
 
     out = check_out(args.out)
     if args.by and args.cluster:

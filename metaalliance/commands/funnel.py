@@ -16,7 +16,7 @@ treated as independent here, as in `metaalliance bias`."""
 def register(sub, common):
     import argparse
 
-    from ..cli import add_model_options
+    from metaalliance.cli import add_model_options
     from .forest import add_figure_options
 
     p = sub.add_parser("funnel", help=HELP, description=HELP, epilog=EPILOG,
@@ -33,9 +33,10 @@ def register(sub, common):
 
 
 def run(args) -> int:
-    from .. import models, plots
-    from ..cli import select
-    from ..errors import ModelError
+    from metaalliance.engine import models
+    from metaalliance.figures import plots
+    from metaalliance.cli import select
+    from metaalliance.errors import ModelError
     from .forest import check_out
 
     out = check_out(args.out)
@@ -47,7 +48,7 @@ def run(args) -> int:
                                 control=args.control)
     trimfill = None
     if args.trimfill:
-        from .. import bias
+        from metaalliance.analyses import bias
 
         trimfill = bias.trim_and_fill(fit, control=args.control)
     ax = plots.funnel_plot(fit, trimfill=trimfill, contours=not args.no_contours,

@@ -19,8 +19,8 @@ columns enter as numbers; factor(col) makes a numeric column categorical."""
 def register(sub, common):
     import argparse
 
-    from ..cli import add_model_options
-    from ..options import TAU2_MODELS
+    from metaalliance.cli import add_model_options
+    from metaalliance.options import TAU2_MODELS
 
     p = sub.add_parser("pool", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -40,15 +40,15 @@ def register(sub, common):
 
 
 def _mods_columns(formula):
-    from ..models import _parse_formula
+    from metaalliance.engine.models import _parse_formula
 
     terms, _ = _parse_formula(formula)
     return [t[7:-1].strip() if t.startswith("factor(") else t for t in terms]
 
 
 def run(args) -> int:
-    from ..cli import select
-    from ..errors import OptionError
+    from metaalliance.cli import select
+    from metaalliance.errors import OptionError
 
     if args.by and args.mods:
         raise OptionError("--by and --mods: use one (a subgroup analysis is --mods \"~ FIELD\" "
@@ -102,7 +102,7 @@ def _numeric_if_possible(df, cols, source="data"):
 
     import pandas as pd
 
-    from ..errors import MetaAllianceWarning
+    from metaalliance.errors import MetaAllianceWarning
 
     for c in cols:
         s = df[c]
@@ -126,9 +126,9 @@ def pool_selection(sel, args, used=()) -> int:
 
     import numpy as np
 
-    from .. import models
-    from ..cli import print_json, progress_bar
-    from ..errors import MetaAllianceWarning
+    from metaalliance.engine import models
+    from metaalliance.cli import print_json, progress_bar
+    from metaalliance.errors import MetaAllianceWarning
 
     df = sel.frame.reset_index(drop=True).copy()
     yi, vi, labels = np.asarray(sel.yi, float), np.asarray(sel.vi, float), list(sel.labels)
@@ -142,7 +142,7 @@ def pool_selection(sel, args, used=()) -> int:
                 miss = miss | (col.astype(str).str.strip() == "").to_numpy()
             missing = missing | miss
         if missing.all():
-            from ..errors import DataError
+            from metaalliance.errors import DataError
 
             raise DataError(f"{sel.source}: every row has a missing value in {', '.join(used)}")
         if missing.any():

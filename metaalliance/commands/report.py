@@ -33,7 +33,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from .. import report
+    from metaalliance import report
 
     config = args.config
     if config is None and Path("analysis.toml").is_file():

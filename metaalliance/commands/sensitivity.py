@@ -19,7 +19,7 @@ independent here, as in `pool` without --cluster."""
 def register(sub, common):
     import argparse
 
-    from ..cli import add_model_options
+    from metaalliance.cli import add_model_options
 
     p = sub.add_parser("sensitivity", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -44,7 +44,7 @@ def _order_key(frame, col):
     its values parse as numbers, as CSV columns arrive as text), else text."""
     import pandas as pd
 
-    from ..errors import DataError
+    from metaalliance.errors import DataError
 
     s = frame[col]
     if not pd.api.types.is_numeric_dtype(s):
@@ -127,9 +127,10 @@ def text(res, fit) -> str:
 def run(args) -> int:
     import sys
 
-    from .. import models, sensitivity
-    from ..cli import print_json, progress_bar, select
-    from ..errors import ModelError, OptionError
+    from metaalliance.engine import models
+    from metaalliance.analyses import sensitivity
+    from metaalliance.cli import print_json, progress_bar, select
+    from metaalliance.errors import ModelError, OptionError
 
     if args.gosh is not None and args.gosh < 2:
         raise OptionError(f"--gosh: must be >= 2, got {args.gosh}")

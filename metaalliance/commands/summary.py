@@ -26,8 +26,8 @@ def counts(df):
 
 
 def run(args) -> int:
-    from ..cli import print_json
-    from ..findings import load
+    from metaalliance.cli import print_json
+    from metaalliance.dataset.findings import load
     df = load(args.findings, args.bib)
     per_sample = df.groupby("sample")["n"].max()
     total = {"studies": int(df["citekey"].nunique()), "samples": int(df["sample"].nunique()),

@@ -19,7 +19,7 @@ def register(sub, common):
 def run(args) -> int:
     import sys
 
-    from ..findings import read_dataset
+    from metaalliance.dataset.findings import read_dataset
     ds = read_dataset(args.findings, args.bib)
     for line in ds.problems:
         print(line)

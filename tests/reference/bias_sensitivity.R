@@ -1,4 +1,4 @@
-# Reference values for metaalliance.bias and metaalliance.sensitivity (issue 4).
+# Reference values for metaalliance.analyses.bias and metaalliance.analyses.sensitivity (issue 4).
 #
 # Writes tests/reference/bias_sensitivity.json: for each public dataset (metadat) the yi/vi the
 # tests use (so the tests need no R), and metafor's leave1out(), influence(), baujat(), cumul(),
@@ -19,7 +19,7 @@ pdf(NULL)  # baujat() draws; keep its plots off disk (no Rplots.pdf)
 num <- function(x) unname(as.numeric(x))
 
 # metafor stops Fisher scoring when tau^2 changes by < 1e-5 and finds PM/EB roots with
-# uniroot(tol = eps^0.25); metaalliance.estimators iterates to the optimum itself, so the
+# uniroot(tol = eps^0.25); metaalliance.engine.estimators iterates to the optimum itself, so the
 # reference fits are run to (nearly) full precision: the threshold is absolute on the tau^2
 # scale, so it is set relative to the data's sampling variances (1e-10 alone leaves tau^2 a
 # few 1e-10 short where Fisher scoring converges slowly, e.g. tau^2 ~ 1e-4).

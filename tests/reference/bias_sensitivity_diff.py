@@ -17,7 +17,9 @@ BOUNDARY = 1e-9
 
 
 def main():
-    from metaalliance import bias, models, sensitivity
+    from metaalliance.analyses import bias
+    from metaalliance.engine import models
+    from metaalliance.analyses import sensitivity
 
     ref = json.loads((Path(__file__).parent / "bias_sensitivity.json").read_text())
     worst: dict[str, tuple[float, str]] = {}

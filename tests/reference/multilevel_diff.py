@@ -13,7 +13,8 @@ import numpy as np
 
 
 def main():
-    from metaalliance import models, multilevel as ml
+    from metaalliance.engine import models
+    from metaalliance.engine import multilevel as ml
 
     ref = json.loads((Path(__file__).parent / "multilevel.json").read_text())
     worst: dict[str, tuple[float, str]] = {}

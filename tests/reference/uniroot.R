@@ -1,4 +1,4 @@
-# Reference values for metaalliance.uniroot (the port of R's uniroot / R_zeroin2).
+# Reference values for metaalliance.engine.uniroot (the port of R's uniroot / R_zeroin2).
 #
 # Run from the repository root (make reference, or: Rscript tests/reference/uniroot.R); writes
 # tests/reference/uniroot.json. Needs R with jsonlite. Tests read only the JSON.

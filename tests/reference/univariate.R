@@ -1,4 +1,4 @@
-# Reference values for the univariate engine (metaalliance.estimators / inference / models).
+# Reference values for the univariate engine (metaalliance.engine.estimators / inference / models).
 #
 # Run from tests/reference (make reference, or: Rscript univariate.R); writes univariate.json.
 # Needs R with metafor, metadat (datasets) and jsonlite. Tests read only the JSON.

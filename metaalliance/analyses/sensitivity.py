@@ -32,8 +32,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import DataError, ModelError, OptionError
-from .options import CONTROLS, DEFAULT_CONTROL, METHODS, TESTS, check_option
+from metaalliance.errors import DataError, ModelError, OptionError
+from metaalliance.options import CONTROLS, DEFAULT_CONTROL, METHODS, TESTS, check_option
 
 __all__ = [
     "LeaveOneOutResult", "InfluenceResult", "BaujatResult", "CumulativeResult", "GoshResult",
@@ -92,7 +92,7 @@ def _fit_columns(Y, V, M, method, test, level, control=DEFAULT_CONTROL):
     diagnostics need both, and s2w = se^2 * sum(w) with w = 1/(v + tau^2) recovers it
     (s2w = 1 under the z test and for single-study columns).
     """
-    from . import models
+    from metaalliance.engine import models
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # the engine's Knapp-Hartung factor divides 0 / 0 in single-study columns (which then
@@ -248,7 +248,7 @@ def leave_one_out(fit, progress: Progress = None, control=None) -> LeaveOneOutRe
     Examples
     --------
     >>> import numpy as np
-    >>> from metaalliance import models
+    >>> from metaalliance.engine import models
     >>> fit = models.random_effects([0.1, 0.3, 0.35, 0.6], [0.01, 0.02, 0.015, 0.03], method="DL")
     >>> l1o = leave_one_out(fit)
     >>> [round(float(x), 4) for x in l1o.estimate]

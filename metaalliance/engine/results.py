@@ -37,7 +37,7 @@ def data_hash(yi, vi) -> str:
 def versions() -> dict[str, str]:
     import scipy
 
-    from . import __version__
+    from metaalliance import __version__
 
     return {"metaalliance": __version__, "numpy": np.__version__, "scipy": scipy.__version__}
 
@@ -180,8 +180,8 @@ class RandomEffectsResult:
         import pandas as pd
         from scipy import stats
 
-        from .errors import OptionError
-        from .options import check_option
+        from metaalliance.errors import OptionError
+        from metaalliance.options import check_option
 
         check_option("scale", scale, ("z", "r"))
         crit = stats.norm.isf((100 - self.level) / 200)
@@ -346,8 +346,8 @@ class MetaRegressionResult:
         """Coefficient table (on the analysis scale; slopes have no r-scale version)."""
         import pandas as pd
 
-        from .errors import OptionError
-        from .options import check_option
+        from metaalliance.errors import OptionError
+        from metaalliance.options import check_option
 
         check_option("scale", scale, ("z", "r"))
         if scale == "r":
@@ -482,8 +482,8 @@ class SubgroupResult:
     def to_frame(self, scale: str = "z"):
         import pandas as pd
 
-        from .errors import OptionError
-        from .options import check_option
+        from metaalliance.errors import OptionError
+        from metaalliance.options import check_option
 
         check_option("scale", scale, ("z", "r"))
         if scale == "r" and self.measure != "ZCOR":

@@ -40,10 +40,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import DataError, ModelError, OptionError
-from .sensitivity import _control
-from .sensitivity import _fit_info as _sensitivity_fit_info
-from .options import (DEFAULT_CONTROL, SIDES, TRIMFILL_ESTIMATORS,
+from metaalliance.errors import DataError, ModelError, OptionError
+from metaalliance.analyses.sensitivity import _control
+from metaalliance.analyses.sensitivity import _fit_info as _sensitivity_fit_info
+from metaalliance.options import (DEFAULT_CONTROL, SIDES, TRIMFILL_ESTIMATORS,
                       check_option)
 
 __all__ = [
@@ -115,7 +115,7 @@ class EggerResult:
 
 def _meta_regression(yi, vi, X, names, method, test, level, control=DEFAULT_CONTROL):
     """Mixed-effects meta-regression through the engine (``models.meta_regression_matrix``)."""
-    from . import models
+    from metaalliance.engine import models
     return models.meta_regression_matrix(yi, vi, X, names, method=method, test=test, level=level,
                                          control=control)
 
@@ -310,7 +310,7 @@ def _random_effects(yi, vi, method, test, level, labels=None, measure="generic",
     refits under suppressWarnings()."""
     import warnings
 
-    from . import models
+    from metaalliance.engine import models
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return models.random_effects(yi, vi, method=method, test=test, level=level,

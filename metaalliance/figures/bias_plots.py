@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from metaalliance.errors import DataError
 
 __all__ = ["funnel_data", "funnel_plot", "gosh_data", "gosh_plot", "baujat_plot",
            "CONTOUR_LEVELS"]

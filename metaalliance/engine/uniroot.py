@@ -43,7 +43,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import MetaAllianceWarning, ModelError
+from metaalliance.errors import MetaAllianceWarning, ModelError
 
 EPS = float(np.finfo(float).eps)
 #: uniroot's default tolerance (.Machine$double.eps^0.25), which metafor uses

@@ -54,10 +54,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import DataError, MetaAllianceWarning, ModelError, OptionError
-from .inference import level_alpha as _level_alpha
-from .options import check_option
-from .results import Coefficient, versions as _versions
+from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
+from metaalliance.engine.inference import level_alpha as _level_alpha
+from metaalliance.options import check_option
+from metaalliance.engine.results import Coefficient, versions as _versions
 
 __all__ = [
     "THREE_LEVEL_METHODS", "THREE_LEVEL_TESTS", "MEASURES", "DEFAULT_RHO",
@@ -126,7 +126,7 @@ def _validate(yi, vi, cluster, who: str, min_k: int = 2):
     bad = np.flatnonzero(~(np.isfinite(vi) & (vi > 0)))
     if bad.size:
         raise DataError(f"{who}: vi must be finite and > 0 (row {bad[0] + 1} is {vi[bad[0]]})")
-    from .options import VI_MAX, VI_MIN, YI_MAX
+    from metaalliance.options import VI_MAX, VI_MIN, YI_MAX
 
     bad = np.flatnonzero(np.abs(yi) > YI_MAX)
     if bad.size:
@@ -710,7 +710,7 @@ def _assemble(b, theta, ev, reml, method, test, lv, alpha, Xd, names, intercept,
     wrow = b.unsort(100.0 * wrow / wrow.sum())
     sizes = {uniq[c]: int(n) for c, n in enumerate(np.bincount(_codes(labels_c)[0]))}
     provenance = {
-        "function": "metaalliance.multilevel.three_level",
+        "function": "metaalliance.engine.multilevel.three_level",
         "metafor_call": f'rma.mv(yi, vi, random = ~ 1 | cluster/finding, method = "{method}", '
                         f'test = "{test}"' + (", mods = X, intercept = FALSE)" if Xd.shape[1] > 1
                                                or not intercept else ")"),
@@ -979,7 +979,7 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
                               float(pval[j]), float(beta[j] - crit[j] * se[j]),
                               float(beta[j] + crit[j] * se[j])) for j in range(p))
     c0 = coefs[0]
-    prov = {"function": "metaalliance.multilevel.robust",
+    prov = {"function": "metaalliance.engine.multilevel.robust",
             "metafor_call": "robust(res, cluster = cluster" +
                             (", clubSandwich = TRUE)" if cr2 else ")"),
             "model": mname, "k": k, "n_clusters": n, "level": lv,
@@ -1068,7 +1068,7 @@ def aggregate(yi, vi, cluster, rho=DEFAULT_RHO, weighted: bool = True) -> Aggreg
         vsum = np.bincount(codes, vi, n_cl)
         y_agg = np.bincount(codes, yi, n_cl) / nk
         v_agg = (vsum + rho_arr * (ssum * ssum - vsum)) / nk ** 2
-    prov = {"function": "metaalliance.multilevel.aggregate",
+    prov = {"function": "metaalliance.engine.multilevel.aggregate",
             "metafor_call": 'aggregate(escalc, cluster = cluster, struct = "CS", rho = rho'
                             + (")" if weighted else ", weighted = FALSE)"),
             "k": len(yi), "n_clusters": n_cl, "data_hash": _data_hash(yi, vi, labels),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from . import fileio
-from .errors import DataError, ValidationError
-from .findings import (STUDY_OPTIONAL, STUDY_REQUIRED, _resolve, display_path, parse_bib,
+from metaalliance.dataset import fileio
+from metaalliance.errors import DataError, ValidationError
+from metaalliance.dataset.findings import (STUDY_OPTIONAL, STUDY_REQUIRED, _resolve, display_path, parse_bib,
                        read_dataset)
 
 #: fields of a new study in the order they are written
@@ -182,7 +182,7 @@ def studies_from_file(path) -> tuple[list[dict], str | None]:
     if not path.is_file():
         raise DataError(f"{name}: file not found")
     if path.suffix.lower() in (".yaml", ".yml"):
-        from .findings import parse_study_text
+        from metaalliance.dataset.findings import parse_study_text
         docs = []
         bibtex = []
         try:
@@ -201,7 +201,7 @@ def studies_from_file(path) -> tuple[list[dict], str | None]:
                 docs.append(study)
         return docs, "\n\n".join(bibtex) or None
     if path.suffix.lower() == ".csv":
-        from .tabular import read_csv
+        from metaalliance.dataset.tabular import read_csv
         df = read_csv(path)
         studies: dict[str, dict] = {}
         for i, row in enumerate(df.to_dict("records"), start=2):

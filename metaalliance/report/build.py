@@ -8,74 +8,8 @@ from __future__ import annotations
 
 import math
 
-MINUS = "\u2212"  # a typographic minus sign, as journals set it
-
-
-# --- number formatting (APA 7th edition) ------------------------------------------------------
-
-def _sign(text: str) -> str:
-    return text.replace("-", MINUS)
-
-
-def fmt_num(x, digits: int = 2) -> str:
-    """A number with ``digits`` decimals and a typographic minus; '' for None/NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    text = f"{float(x):.{digits}f}"
-    if float(text) == 0:  # no "-0.00"
-        text = text.lstrip("-")
-    return _sign(text)
-
-
-def fmt_r(x, digits: int = 2) -> str:
-    """A correlation (or any value bounded by 1) APA-style: no leading zero, '.28', '\u2212.05'."""
-    text = fmt_num(x, digits)
-    if text.startswith("0."):
-        return text[1:]
-    if text.startswith(MINUS + "0."):
-        return MINUS + text[2:]
-    return text
-
-
-def fmt_ci(lo, hi, digits: int = 2, r: bool = True) -> str:
-    """``[lo, hi]`` with the same formatting as the estimate."""
-    f = fmt_r if r else fmt_num
-    return f"[{f(lo, digits)}, {f(hi, digits)}]"
-
-
-def fmt_est_ci(est, lo, hi, digits: int = 2, r: bool = True) -> str:
-    """``.28 [.21, .35]``."""
-    f = fmt_r if r else fmt_num
-    return f"{f(est, digits)} {fmt_ci(lo, hi, digits, r)}"
-
-
-def fmt_p(p, with_symbol: bool = True) -> str:
-    """APA p value: 'p = .023', 'p < .001' (three decimals, no leading zero)."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return ""
-    p = float(p)
-    if p < 0.001:
-        return "p < .001" if with_symbol else "< .001"
-    text = fmt_r(p, 3)
-    return f"p = {text}" if with_symbol else text
-
-
-def fmt_pct(x, digits: int = 1) -> str:
-    """A percentage: '64.2%'."""
-    text = fmt_num(x, digits)
-    return f"{text}%" if text else ""
-
-
-def fmt_int(x) -> str:
-    """An integer with thousands separators (APA): '1,177'."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return f"{int(round(float(x))):,}"
-
-
-def fmt_r_p(p) -> str:
-    """A p value without the 'p' for table cells: '.023', '< .001'."""
-    return fmt_p(p, with_symbol=False)
+from metaalliance.formatting import (MINUS, distinct_labels, fmt_ci, fmt_est_ci, fmt_int,  # noqa: F401
+                                     fmt_num, fmt_p, fmt_pct, fmt_r, fmt_r_p)
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -129,7 +63,7 @@ DEFAULT_CONFIG: dict = {
 
 
 def _merge(defaults: dict, given: dict, where: str) -> dict:
-    from .errors import OptionError
+    from metaalliance.errors import OptionError
 
     out = {}
     unknown = sorted(set(given) - set(defaults))
@@ -154,8 +88,8 @@ def load_config(path=None) -> dict:
     import tomllib
     from pathlib import Path
 
-    from .errors import OptionError
-    from .options import CONTROLS, SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
+    from metaalliance.errors import OptionError
+    from metaalliance.options import CONTROLS, SEPARATE_DOMAINS, TESTS, TRIMFILL_ESTIMATORS, check_option
 
     given = {}
     if path is not None:
@@ -267,7 +201,7 @@ def _captured(step: Step, fn):
     """Run ``fn``; engine warnings go into the step, a MetaAllianceError into its note."""
     import warnings
 
-    from .errors import MetaAllianceError
+    from metaalliance.errors import MetaAllianceError
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -286,11 +220,11 @@ def _captured(step: Step, fn):
 
 
 def _three_level(df, cfg, X=None, names=None):
-    from . import models
+    from metaalliance.engine import models
 
     m = cfg["model"]
     if len(df) < 2:
-        from .errors import ModelError
+        from metaalliance.errors import ModelError
 
         raise ModelError(f"k = {len(df)}: at least 2 findings are needed")
     return models.three_level(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
@@ -306,7 +240,7 @@ def _moderator(df, fld: str, cfg) -> tuple:
     import numpy as np
     from scipy import stats
 
-    from .results import SubgroupEstimate, SubgroupResult
+    from metaalliance.engine.results import SubgroupEstimate, SubgroupResult
 
     mc, m = cfg["moderators"], cfg["model"]
     cluster = m["cluster"]
@@ -387,27 +321,12 @@ def _regression(df, fld: str, cfg) -> Step:
     return _captured(step, lambda: _three_level(sub, cfg, X, ["intrcpt", fld]))
 
 
-def distinct_labels(labels: list, samples: list) -> list:
-    """The study label per sample; samples of one study get what tells their ids apart
-    ('Jasper et al. (2014) icbt' for samples jasper2014working-icbt and -gcbt)."""
-    import os
-
-    out = list(labels)
-    for lab in {x for x in labels if labels.count(x) > 1}:
-        idx = [i for i, x in enumerate(labels) if x == lab]
-        ids = [samples[i] for i in idx]
-        prefix = os.path.commonprefix(ids)
-        for i, sample_id in zip(idx, ids):
-            tail = sample_id[len(prefix):].lstrip("-_.") or sample_id
-            out[i] = f"{lab} {tail}"
-    return out
-
-
 def _aggregate(df, cfg):
     """One composite effect per sample (metafor's aggregate(), rho from the config)."""
     import numpy as np
 
-    from . import models, multilevel
+    from metaalliance.engine import models
+    from metaalliance.engine import multilevel
 
     cluster = cfg["model"]["cluster"]
     agg = multilevel.aggregate(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
@@ -432,8 +351,11 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     """
     import numpy as np
 
-    from . import bias, models, multilevel, sensitivity
-    from .cli import apply_where
+    from metaalliance.analyses import bias
+    from metaalliance.engine import models
+    from metaalliance.engine import multilevel
+    from metaalliance.analyses import sensitivity
+    from metaalliance.dataset.selection import apply_where
 
     tick = progress or (lambda label: None)
     m = cfg["model"]
@@ -515,7 +437,7 @@ def _compare(df_main, main: Step, published, cfg) -> list:
     """Published syntheses beside our estimate for the matching subset (reference points)."""
     import math
 
-    from .cli import apply_where
+    from metaalliance.dataset.selection import apply_where
 
     if published is None:
         return []
@@ -1004,7 +926,7 @@ class Figure:
 
 def _write_figure(out_dir, name: str, make_single, make_pages, cfg) -> list:
     """Write ``figures/name.<fmt>`` for every configured format; PDF gets pages when tall."""
-    from . import plots
+    from metaalliance.figures import plots
 
     files = []
     dpi = int(cfg["report"]["dpi"])
@@ -1022,7 +944,7 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
     """Every figure of the report, written under ``out_dir/figures``."""
     import math
 
-    from . import plots
+    from metaalliance.figures import plots
 
     tick = tick or (lambda label: None)
     cfg = a.config
@@ -1375,7 +1297,7 @@ def _versions() -> dict:
     import platform
     from importlib import metadata
 
-    from . import __version__
+    from metaalliance import __version__
 
     out = {"python": platform.python_version(), "metaalliance": __version__}
     for name in ("numpy", "scipy", "pandas", "matplotlib", "statsmodels", "pymare", "tqdm",
@@ -1413,8 +1335,8 @@ def check_out_dir(out, data_dirs) -> "Path":
     import json
     from pathlib import Path
 
-    from .errors import OptionError
-    from .findings import is_inside
+    from metaalliance.errors import OptionError
+    from metaalliance.dataset.findings import is_inside
 
     out = Path(out)
     for folder in data_dirs:
@@ -1472,8 +1394,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
     import pandas as pd
     from tqdm import tqdm
 
-    from . import findings
-    from .fileio import atomic_write
+    from metaalliance.dataset import findings
+    from metaalliance.dataset.fileio import atomic_write
 
     start = time.monotonic()
     cfg = load_config(config)

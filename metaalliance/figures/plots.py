@@ -15,7 +15,7 @@ Artists carry gids (``forest-square``, ``forest-ci``, ``forest-ci-arrow``, ``for
 Example
 -------
 >>> import numpy as np
->>> from metaalliance import plots
+>>> from metaalliance.figures import plots
 >>> rows = plots.IntervalTable(labels=["A", "B"], estimate=[0.2, 0.3],
 ...                            ci_lower=[0.0, 0.1], ci_upper=[0.4, 0.5])
 >>> ax = plots.interval_plot(rows)
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, MetaAllianceWarning, OptionError
-from .options import check_option
-from .report import distinct_labels, fmt_ci, fmt_est_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
+from metaalliance.errors import DataError, MetaAllianceWarning, OptionError
+from metaalliance.options import check_option
+from metaalliance.formatting import distinct_labels, fmt_ci, fmt_est_ci, fmt_int, fmt_num, fmt_p, fmt_pct, fmt_r
 
 # --- presets -----------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ def save_figure(figures, path, *, dpi: int = 600, metadata_title: str | None = N
     import matplotlib
     from matplotlib.figure import Figure
 
-    from . import __version__
+    from metaalliance import __version__
 
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
@@ -196,7 +196,7 @@ def save_figure(figures, path, *, dpi: int = 600, metadata_title: str | None = N
         kwargs.pop("metadata")
     import io
 
-    from .fileio import write_all
+    from metaalliance.dataset.fileio import write_all
 
     # rendered into memory first, then written all-or-nothing (fileio.write_all): an
     # interrupted run never leaves a partial image or half of a set of pages
@@ -1410,7 +1410,7 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
     import matplotlib
     from matplotlib.patches import Polygon
 
-    from .plots_bias import CONTOUR_SHADES, funnel_data
+    from metaalliance.figures.bias_plots import CONTOUR_SHADES, funnel_data
 
     d = funnel_data(result, trimfill=trimfill, level=level)
     r_scale = _is_r_scale(result, "auto")

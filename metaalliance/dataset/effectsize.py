@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .errors import DataError
+from metaalliance.errors import DataError
 
 __all__ = [
     "r_to_z", "z_to_r", "vi_from_n", "t_to_r", "f_to_r", "d_to_r", "chi2_to_r",

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from . import effectsize
-from .errors import DataError, ValidationError
-from .options import STATISTICS, VOCABULARIES
+from metaalliance.dataset import effectsize
+from metaalliance.errors import DataError, ValidationError
+from metaalliance.options import STATISTICS, VOCABULARIES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FINDINGS = REPO_ROOT / "data" / "findings"
 DEFAULT_BIB = REPO_ROOT / "references.bib"
 

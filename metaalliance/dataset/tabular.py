@@ -11,9 +11,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .errors import DataError, MetaAllianceWarning, OptionError
-from .options import VI_MAX, VI_MIN, YI_MAX
-from .findings import display_path
+from metaalliance.errors import DataError, MetaAllianceWarning, OptionError
+from metaalliance.options import VI_MAX, VI_MIN, YI_MAX
+from metaalliance.dataset.findings import display_path
 
 #: a CSV larger than this is refused before reading
 MAX_CSV_BYTES = 200_000_000
@@ -88,7 +88,7 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
     """Effect sizes from a CSV; returns the fields of ``cli.Selection``."""
     import numpy as np
 
-    from .cli import apply_where
+    from metaalliance.dataset.selection import apply_where
 
     name = display_path(path)
     if (r is None) != (n is None) or (yi is None) != (vi is None) or \

@@ -81,9 +81,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import DataError, ModelError
-from .options import CONTROLS, DEFAULT_CONTROL, METHODS, check_option
-from .uniroot import uniroot, uniroot1
+from metaalliance.errors import DataError, ModelError
+from metaalliance.options import CONTROLS, DEFAULT_CONTROL, METHODS, check_option
+from metaalliance.engine.uniroot import uniroot, uniroot1
 
 #: stop iterating when |change| <= CONV_TOL * (tau2 + vbar): the optimum to ~machine precision
 CONV_TOL = 1e-12

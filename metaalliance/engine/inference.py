@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from . import estimators as est
-from .errors import OptionError
-from .options import DEFAULT_CONTROL
+from metaalliance.engine import estimators as est
+from metaalliance.errors import OptionError
+from metaalliance.options import DEFAULT_CONTROL
 
 
 # Distribution functions through scipy.special, the very functions scipy.stats' chi2, norm,

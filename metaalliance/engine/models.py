@@ -41,12 +41,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import estimators as est
-from . import inference as inf
-from .errors import DataError, MetaAllianceWarning, ModelError
-from .options import (CONTROLS, DEFAULT_CONTROL, METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN,
+from metaalliance.engine import estimators as est
+from metaalliance.engine import inference as inf
+from metaalliance.errors import DataError, MetaAllianceWarning, ModelError
+from metaalliance.options import (CONTROLS, DEFAULT_CONTROL, METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN,
                       YI_MAX, check_option)
-from .results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
+from metaalliance.engine.results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
                       SubgroupResult, provenance)
 
 MEASURES = ("ZCOR", "generic")
@@ -505,7 +505,7 @@ def _subset_batch(y, v, mask, method, test, alpha, control=DEFAULT_CONTROL) -> B
 
 
 def _parse_formula(formula: str):
-    from .errors import OptionError
+    from metaalliance.errors import OptionError
 
     if not isinstance(formula, str) or not formula.strip().startswith("~"):
         raise OptionError(f"formula: {formula!r} must look like '~ a + b'")
@@ -808,7 +808,7 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
     permutest() refits with the model's control (under "metafor", sign flips change mad(yi)
     and so PM's search interval, as in metafor).
     """
-    from .errors import OptionError
+    from metaalliance.errors import OptionError
 
     iterations = int(iterations)
     if iterations < 2:
@@ -1026,6 +1026,6 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
 
 def three_level(*args, **kwargs):
     """Three-level model (finding within cluster); implemented in ``multilevel``."""
-    from .multilevel import three_level as _three_level
+    from metaalliance.engine.multilevel import three_level as _three_level
 
     return _three_level(*args, **kwargs)
