@@ -7,7 +7,7 @@ EPILOG = """\
   git log --oneline -- data/findings      the revisions that changed the dataset
 
 Lists studies and findings added and removed, every changed field (citekey, id, field, old, new;
-fields named as the sheet columns), and the main pooled estimate at both (three-level REML on
+fields named as the sheet columns; a study field once per study, with id null), and the main pooled estimate at both (three-level REML on
 Fisher z, findings within samples, adherence/retention/dropout apart; r, CI, PI, tau^2), so a
 reviewer sees what a change does to the result before it lands. The dataset at a revision is
 read by today's rules; when it does not validate, its pooled estimate is null (with a warning).
@@ -65,7 +65,8 @@ def run(args) -> int:
         for d in res[key]:
             print(f"  {sign} finding {d['citekey']} {d['id']}")
     for c in res["changed"]:
-        print(f"  ~ {c['citekey']} {c['id']} {c['field']}: {c['old']!r} -> {c['new']!r}")
+        where = f"{c['citekey']} {c['id']}" if c["id"] else f"{c['citekey']} (study)"
+        print(f"  ~ {where} {c['field']}: {c['old']!r} -> {c['new']!r}")
     if not (res["added"] or res["removed"] or res["changed"]):
         print("  no finding changed")
     for when, rev in (("old", args.rev), ("new", label)):

@@ -96,16 +96,37 @@ def snapshot(findings_dir, bib, label: str) -> Snapshot:
 
 
 def compare(old: Snapshot, new: Snapshot) -> dict:
-    """Studies and findings added, removed and changed (each change one field)."""
+    """Studies and findings added, removed and changed (each change one field).
+
+    A study field that changed is listed once for the study (``"id": None``); a finding field
+    once for the finding. Fields are named as the sheet's columns (stat_type, outcome_domain,
+    study_note, setting_override ...).
+    """
+    from metaalliance.dataset.intake import columns
+
+    study_cols = [c.name for c in columns() if c.path[0] == "study"]
     added = sorted(set(new.records) - set(old.records))
     removed = sorted(set(old.records) - set(new.records))
     changed = []
+
+    def first(snap, ck):
+        return next(r for (c, _), r in sorted(snap.records.items()) if c == ck)
+
+    for ck in sorted(old.studies & new.studies):
+        if not any(c == ck for c, _ in old.records) or not any(c == ck for c, _ in new.records):
+            continue
+        a, b = first(old, ck), first(new, ck)
+        for field in study_cols:
+            if a.get(field) != b.get(field):
+                changed.append({"citekey": ck, "id": None, "field": field,
+                                "old": a.get(field), "new": b.get(field)})
     for key in sorted(set(old.records) & set(new.records)):
         a, b = old.records[key], new.records[key]
-        for field in [c for c in _order(a, b)]:
-            if a.get(field) != b.get(field):
+        for field in _order(a, b):
+            if field not in study_cols and a.get(field) != b.get(field):
                 changed.append({"citekey": key[0], "id": key[1], "field": field,
                                 "old": a.get(field), "new": b.get(field)})
+    changed.sort(key=lambda c: (c["citekey"], c["id"] or ""))
     return {
         "studies_added": sorted(new.studies - old.studies),
         "studies_removed": sorted(old.studies - new.studies),
