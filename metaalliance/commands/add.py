@@ -181,7 +181,6 @@ def run_sheet(args, bibtex) -> int:
                         "problems": [problem_record(p) for p in exc.problems]})
         for line in exc.problems:
             print(line, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); nothing was written", file=sys.stderr)
         return 1
     pooled = None
     if args.dry_run:
