@@ -94,8 +94,11 @@ def kappa(a: list, b: list) -> float | None:
         table[index[str(x)], index[str(y)]] += 1
     if len(cats) < 2:
         return None
-    res = cohens_kappa(table, return_results=True)
-    value = float(res.kappa)
+    import warnings
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # statsmodels also forms z = kappa / se0, which divides by 0 on a perfect table
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(cohens_kappa(table, return_results=True).kappa)
     return value if math.isfinite(value) else None
 
 
