@@ -194,12 +194,33 @@ def _show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+_SLOW = object()
+
+
+def _fast_load(text: str):
+    """The document by libyaml's C parser (about 8x faster: a team sheet of 500 rows makes 50
+    files to check), with aliases refused as _StudyLoader does; ``_SLOW`` when libyaml is
+    missing, an alias appears or the text does not parse, so that the pure-Python loader gives
+    its own (tested) message."""
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is None:
+        return _SLOW
+    try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=loader)):
+            return _SLOW
+        return yaml.load(text, Loader=loader)  # noqa: S506 (libyaml's SafeLoader)
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        return _SLOW
+
+
 def parse_study_text(text: str, name: str) -> tuple[dict | None, list[str]]:
     """Safely load one study file's text (SafeLoader, no aliases); problems, not exceptions."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         return None, [f"{name}: file is larger than {MAX_FILE_BYTES} bytes"]
     try:
-        doc = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
+        doc = _fast_load(text)
+        if doc is _SLOW:
+            doc = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
