@@ -135,6 +135,7 @@ def write_config(root: Path, fdir: Path, bib: Path, extra: str = "") -> Path:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
     fdir, bib = write_simulated_dataset(root)
+    (fdir.parent / "CHANGELOG.md").write_text("# SIMULATED changelog\n\n## 9.9.1 (2030-01-01)\n")
     config = write_config(root, fdir, bib)
     out = report.run(config, root / "results", quiet=True)
     return root, fdir, bib, config, out
@@ -225,6 +226,8 @@ def test_every_link_of_the_html_resolves_and_the_manifest_hashes_match(built):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator"] == "metaalliance report"
     assert manifest["data"]["hash"] == findings.data_hash(fdir, bib)
+    # the dataset version: the newest release in the CHANGELOG.md beside the findings (issue 11)
+    assert manifest["data"]["version"] == "9.9.1" and "Dataset version 9.9.1;" in html
     assert {"numpy", "scipy", "pandas", "matplotlib", "metaalliance"} <= set(manifest["versions"])
     assert manifest["options"]["model"]["method"] == "REML"
     for name, digest in manifest["files"].items():

@@ -1239,7 +1239,9 @@ def html_report(a: Analysis, tabs: list, figs: list, out_dir, manifest: dict) ->
     parts.append("<h2 id='reproduce'>Reproducibility and files</h2>")
     v = manifest["versions"]
     parts.append(f"<p>Produced by <code>metaalliance report --config "
-                 f"{escape(manifest['config_file'] or '(defaults)')}</code>. Data hash (findings "
+                 f"{escape(manifest['config_file'] or '(defaults)')}</code>. Dataset version "
+                 f"{escape(manifest['data'].get('version') or 'n/a (no data/CHANGELOG.md)')}; "
+                 "data hash (findings "
                  f"and bib) <code>{escape(manifest['data']['hash'])}</code>; "
                  f"{escape(', '.join(f'{k} {val}' for k, val in v.items()))}. "
                  "Every option is in <a href='manifest.json'>manifest.json</a>.</p>")
@@ -1396,6 +1398,7 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
 
     from metaalliance.dataset import findings
     from metaalliance.dataset.fileio import atomic_write
+    from metaalliance.dataset.history import dataset_version
 
     start = time.monotonic()
     cfg = load_config(config)
@@ -1452,7 +1455,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
                 "config_file": str(config) if config is not None else None,
                 "config_sha256": _sha256(Path(config)) if config is not None else None,
                 "options": {k: v for k, v in cfg.items() if not k.startswith("_")},
-                "data": {"findings": findings.display_path(findings_dir),
+                "data": {"version": dataset_version(Path(findings_dir).parent / "CHANGELOG.md"),
+                         "findings": findings.display_path(findings_dir),
                          "bib": findings.display_path(bib),
                          "hash": findings.data_hash(findings_dir, bib),
                          "findings_total": int(len(analysis.data_all)),
