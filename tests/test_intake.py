@@ -260,6 +260,28 @@ def _date(ws):
     ws["B2"] = dt.datetime(2024, 6, 1)
 
 
+def _ods_with_formula(path):
+    """An .ods sheet whose n cell is the formula =30*2 (odfpy, as LibreOffice stores it)."""
+    from odf.opendocument import OpenDocumentSpreadsheet
+    from odf.table import Table, TableCell, TableRow
+    from odf.text import P
+
+    doc = OpenDocumentSpreadsheet()
+    table = Table(name="findings")
+    for r, values in enumerate((GOOD.strip().split(","), ROW.strip().split(","))):
+        tr = TableRow()
+        for c, v in enumerate(values):
+            if r == 1 and c == 1:
+                cell = TableCell(valuetype="float", value=60, formula="of:=30*2")
+            else:
+                cell = TableCell(valuetype="string")
+            cell.addElement(P(text=v))
+            tr.addElement(cell)
+        table.addElement(tr)
+    doc.spreadsheet.addElement(table)
+    doc.save(str(path))
+
+
 BAD_SHEETS = {
     "unknown column": ("csv", lambda p: p.write_text(GOOD.strip() + ",colour\n"
                                                      + ROW.strip() + ",red\n"),
@@ -273,6 +295,8 @@ BAD_SHEETS = {
                      "row 1: column N: empty header cell above data"),
     "formula cell": ("xlsx", lambda p: _good_xlsx(p, _formula),
                      "row 2: n: a formula cell ('=30*2'); type the value as read in the source"),
+    "ods formula cell": ("ods", _ods_with_formula,
+                         "row 2: n: a formula cell ('=30*2'); type the value as read"),
     "date for a number": ("xlsx", lambda p: _good_xlsx(p, _date),
                           "row 2: n: '2024-06-01T00:00:00' is a date where a number belongs"),
     "thousands of rows": ("csv", lambda p: p.write_text(GOOD + ROW * 6000),

@@ -169,6 +169,7 @@ def _read_ods(path: Path, name: str) -> Sheet:
 
     try:
         df = pd.read_excel(path, engine="odf", header=None, dtype=object)
+        extras = _ods_formulas_and_merges(path)
     except ImportError:
         raise DataError(f"{name}: reading .ods needs odfpy (pip install odfpy)") from None
     except Exception as exc:  # odfpy / zipfile raise many types on a damaged file
@@ -188,7 +189,55 @@ def _read_ods(path: Path, name: str) -> Sheet:
         return v
 
     cells = [[plain(v) for v in row] for row in df.itertuples(index=False)]
-    return Sheet(name, cells[0], [(i, row) for i, row in enumerate(cells[1:], start=2)])
+    formulas, merged = extras
+    for (r, c), text in formulas.items():
+        if r < len(cells):
+            row = cells[r]
+            row.extend([None] * (c + 1 - len(row)))
+            row[c] = Formula(text)
+    problems = []
+    for r0, c0, r1, c1 in merged:
+        cols = column_letter(c0) if c0 == c1 else f"{column_letter(c0)}-{column_letter(c1)}"
+        rows_text = f"row {r0 + 1}" if r0 == r1 else f"rows {r0 + 1}-{r1 + 1}"
+        what = ("a merged header cell (give each column its own name)" if r0 == 0
+                else "merged cells (unmerge them and fill every cell)")
+        problems.append(f"{name}: {rows_text}: columns {cols}: {what}")
+    return Sheet(name, cells[0], [(i, row) for i, row in enumerate(cells[1:], start=2)],
+                 problems)
+
+
+def _ods_formulas_and_merges(path: Path):
+    """{(row, col): formula} and merged ranges [(r0, c0, r1, c1)] of an .ods file's first
+    table (0-based), which pandas' reader does not expose (it reads computed values)."""
+    from odf.opendocument import load
+    from odf.table import Table, TableRow
+
+    formulas, merged = {}, []
+    tables = load(str(path)).spreadsheet.getElementsByType(Table)
+    if not tables:
+        return formulas, merged
+    r = 0
+    for row in tables[0].getElementsByType(TableRow):
+        rep = int(row.getAttribute("numberrowsrepeated") or 1)
+        c = 0
+        for cell in row.childNodes:
+            kind = getattr(cell, "qname", (None, None))[1]
+            if kind not in ("table-cell", "covered-table-cell"):
+                continue
+            crep = int(cell.getAttribute("numbercolumnsrepeated") or 1)
+            if kind == "table-cell":
+                formula = cell.getAttribute("formula")
+                if formula:
+                    text = formula.split(":", 1)[1] if formula.startswith("of:") else formula
+                    for k in range(min(crep, 1000)):
+                        formulas[(r, c + k)] = text
+                cs = int(cell.getAttribute("numbercolumnsspanned") or 1)
+                rs = int(cell.getAttribute("numberrowsspanned") or 1)
+                if cs > 1 or rs > 1:
+                    merged.append((r, c, r + rs - 1, c + cs - 1))
+            c += crep
+        r += rep
+    return formulas, merged
 
 
 def is_date(value) -> bool:
