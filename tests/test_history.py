@@ -115,3 +115,21 @@ def test_dataset_version_is_the_newest_changelog_release(tmp_path):
     df = findings.load()
     head = text.split(f"## {shipped}", 1)[1].split("\n## ", 1)[0]
     assert f"{df.citekey.nunique()} studies" in head and f"{len(df)} findings" in head
+
+
+def test_changes_are_json_even_for_odd_yaml_values():
+    import datetime as dt
+
+    old = history.Snapshot("a", {("x2020y", "f1"): {"citekey": "x2020y", "id": "f1",
+                                                    "read_at": dt.date(2020, 1, 2),
+                                                    "value": float("nan")}},
+                           {"x2020y"}, None, [])
+    new = history.Snapshot("b", {("x2020y", "f1"): {"citekey": "x2020y", "id": "f1",
+                                                    "read_at": "2020-01-03", "value": 0.2}},
+                           {"x2020y"}, None, [])
+    res = history.compare(old, new)
+    json.dumps(res, allow_nan=False)
+    assert {"citekey": "x2020y", "id": None, "field": "read_at", "old": "2020-01-02",
+            "new": "2020-01-03"} in res["changed"]
+    assert {"citekey": "x2020y", "id": "f1", "field": "value", "old": "nan",
+            "new": 0.2} in res["changed"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from metaalliance.dataset.history import plain
+
 #: default tolerances: r to the second decimal a paper prints; counts exactly
 TOL_R = 0.005
 TOL_NUMBER = 0.0
@@ -120,6 +122,16 @@ def _r_of(rec: dict) -> float | None:
     return float(raw if pib else -raw)
 
 
+def _difference(x, y) -> float:
+    """|x - y| of two numbers; inf when one is missing or not a finite number (a disagreement
+    unless both are the same text)."""
+    try:
+        d = abs(float(x) - float(y))
+    except (TypeError, ValueError):
+        return 0.0 if x == y else math.inf
+    return d if math.isfinite(d) else (0.0 if x == y else math.inf)
+
+
 def field_kinds() -> dict[str, str]:
     """The compared fields: {column: "categorical" | "number"} (from the sheet's columns)."""
     from metaalliance.dataset.intake import columns
@@ -171,8 +183,7 @@ def compare(a: list[dict], b: list[dict], *, tol_r: float = TOL_R,
                      "kappa": kappa(xa, xb)}
         else:
             tol = tol_r if field == "r" else tol_number
-            diffs = [abs(float(x) - float(y)) if x is not None and y is not None else math.inf
-                     for _, x, y in pairs]
+            diffs = [_difference(x, y) for _, x, y in pairs]
             same = [d <= tol + 1e-12 for d in diffs]
             finite = [d for d in diffs if math.isfinite(d)]
             entry = {"kind": kind, "n": len(pairs), "agreement": float(np.mean(same)),
@@ -181,7 +192,7 @@ def compare(a: list[dict], b: list[dict], *, tol_r: float = TOL_R,
         for (key, va, vb), ok in zip(pairs, same):
             if not ok:
                 discrepancies.append({"citekey": key[0], "id": key[1], "field": field,
-                                      "a": va, "b": vb})
+                                      "a": plain(va), "b": plain(vb)})
     r_pairs = [(_r_of(ka[k]), _r_of(kb[k])) for k in matched]
     r_pairs = [p for p in r_pairs if p[0] is not None and p[1] is not None]
     icc_r = None

@@ -50,6 +50,10 @@ def resolve(rev: str, repo=F.REPO_ROOT) -> str:
         out = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo,
                    f"revision {rev!r}")
     except DataError:
+        if subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"],
+                          capture_output=True).returncode != 0:
+            raise DataError(f"revision {rev!r}: {F.display_path(repo)} is not a git repository "
+                            "(diff needs the project's git history)") from None
         raise DataError(f"revision {rev!r}: not a commit of the repository at "
                         f"{F.display_path(repo)} (see git log -- {FINDINGS_PATH})") from None
     return out.decode().strip()
@@ -119,13 +123,13 @@ def compare(old: Snapshot, new: Snapshot) -> dict:
         for field in study_cols:
             if a.get(field) != b.get(field):
                 changed.append({"citekey": ck, "id": None, "field": field,
-                                "old": a.get(field), "new": b.get(field)})
+                                "old": plain(a.get(field)), "new": plain(b.get(field))})
     for key in sorted(set(old.records) & set(new.records)):
         a, b = old.records[key], new.records[key]
         for field in _order(a, b):
             if field not in study_cols and a.get(field) != b.get(field):
                 changed.append({"citekey": key[0], "id": key[1], "field": field,
-                                "old": a.get(field), "new": b.get(field)})
+                                "old": plain(a.get(field)), "new": plain(b.get(field))})
     changed.sort(key=lambda c: (c["citekey"], c["id"] or ""))
     return {
         "studies_added": sorted(new.studies - old.studies),
@@ -134,6 +138,18 @@ def compare(old: Snapshot, new: Snapshot) -> dict:
         "removed": [{"citekey": c, "id": i} for c, i in removed],
         "changed": changed,
     }
+
+
+def plain(value):
+    """A value as JSON can hold it: text, a finite number, true/false, null; anything else (a
+    date YAML read from an unquoted 2020-01-01, a .nan, a list) as its text."""
+    import math
+
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    return str(value)
 
 
 def _order(a: dict, b: dict) -> list:
