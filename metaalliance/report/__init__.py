@@ -1,5 +1,7 @@
 """The analysis report (``metaalliance report``, the main job of ``make analyze``).
 
+The HTML and Markdown are rendered from the Jinja2 templates in ``templates/`` (``render``).
+
 ``build`` runs the analyses named in analysis.toml and writes the tables, figures, the HTML and
 Markdown report and the manifest. The names below are the report's public surface.
 """

@@ -539,32 +539,23 @@ class Table:
                      self.note, self.csv_columns)
 
     def markdown(self) -> str:
+        from metaalliance.report.render import render
+
         t = self.shown()
-        head = [h for _, h, _ in t.columns]
-        align = ["---" if kind == "text" else "---:" for _, _, kind in t.columns]
-        lines = [f"**{self.title}**", "", "| " + " | ".join(head) + " |",
-                 "| " + " | ".join(align) + " |"]
-        for cells in t.text_rows():
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        if self.note:
-            lines += ["", f"*Note.* {self.note}"]
-        return "\n".join(lines) + "\n"
+        return render("table.md.j2", title=self.title, note=self.note,
+                      heads=[h for _, h, _ in t.columns],
+                      aligns=["---" if kind == "text" else "---:" for _, _, kind in t.columns],
+                      text_rows=t.text_rows())
 
     def html(self) -> str:
-        from html import escape
+        from metaalliance.report.render import render
 
         t = self.shown()
-        head = "".join(f"<th class='{'t' if kind == 'text' else 'n'}'>{escape(h)}</th>"
-                       for _, h, kind in t.columns)
-        body = []
-        for r, cells in zip(t.rows, t.text_rows()):
-            cls = " class='group'" if r.get("_group") else ""
-            body.append(f"<tr{cls}>" + "".join(
-                f"<td class='{'t' if kind == 'text' else 'n'}'>{escape(c)}</td>"
-                for c, (_, _, kind) in zip(cells, t.columns)) + "</tr>")
-        note = f"<p class='note'><em>Note.</em> {escape(self.note)}</p>" if self.note else ""
-        return (f"<table id='table-{self.name}'><caption>{escape(self.title)}</caption>"
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}")
+        cls = ["t" if kind == "text" else "n" for _, _, kind in t.columns]
+        return render("table.html.j2", name=self.name, title=self.title, note=self.note,
+                      heads=[(h, c) for (_, h, _), c in zip(t.columns, cls)],
+                      rows=[(bool(r.get("_group")), list(zip(cells, cls)))
+                            for r, cells in zip(t.rows, t.text_rows())])
 
     def csv(self) -> str:
         import csv
@@ -1083,44 +1074,14 @@ def short_citation(authors: str, year) -> str:
     return f"{names[0]} et al. ({year})"
 
 
-# --- HTML ------------------------------------------------------------------------------------------
+# --- HTML and Markdown: rendered from templates/report.html.j2 and report.md.j2 ----------------
 
-CSS = """
-body{font-family:"Liberation Sans",Arial,Helvetica,sans-serif;max-width:1040px;margin:0 auto;
-padding:0 24px 60px;color:#111;line-height:1.45}
-h1{font-size:1.6em;margin:1.2em 0 .2em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid
-#999;padding-bottom:.2em}h3{font-size:1.05em;margin-top:1.5em}
-nav ol{columns:2;font-size:.95em}p.meta{color:#555;font-size:.9em;margin-top:0}
-table{border-collapse:collapse;margin:1em 0 .3em;font-size:.9em;width:auto;max-width:100%}
-caption{text-align:left;font-style:italic;padding-bottom:.4em}
-thead tr{border-top:2px solid #000;border-bottom:1px solid #000}
-tbody tr:last-child{border-bottom:2px solid #000}
-th,td{padding:.25em .7em;vertical-align:top}td.n,th.n{text-align:right;white-space:nowrap}
-td.t,th.t{text-align:left}tr.group td{font-weight:bold;padding-top:.6em}
-p.note{font-size:.85em;color:#333;margin-top:.2em;max-width:60em}
-figure{margin:1.5em 0}figure img{display:block;max-width:100%;height:auto;border:1px solid #ddd}
-figcaption{font-size:.9em;margin-top:.4em;max-width:60em}
-.summary{background:#f6f6f6;border-left:4px solid #555;padding:.8em 1.2em}
-.warn{color:#8a4b00}.files a{margin-right:.6em}details{margin:.6em 0}
-summary{cursor:pointer;color:#024}code{font-size:.95em}
-a{color:#0645ad}
-"""
-
-
-def _figure_html(fig: Figure, number: int, out_dir, show: bool = True) -> str:
-    from html import escape
-
-    links = " ".join(f"<a href='{escape(f)}'>{escape(f.rsplit('.', 1)[-1].upper())}</a>"
-                     for f in fig.files)
+def _figure_context(fig: Figure, number: int, out_dir) -> dict:
     png = next((f for f in fig.files if f.endswith(".png")), None)
-    caption = (f"<figcaption><b>Figure {number}.</b> {escape(fig.title)}. {escape(fig.caption)} "
-               f"<span class='files'>{links}</span></figcaption>")
-    if not show or png is None:
-        return f"<figure id='fig-{fig.name}'>{caption}</figure>"
-    width = _display_width(out_dir / png)
-    pdf = next((f for f in fig.files if f.endswith(".pdf")), png)
-    return (f"<figure id='fig-{fig.name}'><a href='{escape(pdf)}'><img src='{escape(png)}' "
-            f"alt='{escape(fig.title)}' style='width:{width}px'></a>{caption}</figure>")
+    return {"name": fig.name, "number": number, "title": fig.title, "caption": fig.caption,
+            "links": [(f, f.rsplit(".", 1)[-1].upper()) for f in fig.files],
+            "png": png, "pdf": next((f for f in fig.files if f.endswith(".pdf")), png),
+            "width": _display_width(out_dir / png) if png is not None else None}
 
 
 #: screen pixels per mm of figure width: 7-pt text reads at about 13 px
@@ -1136,135 +1097,40 @@ def _display_width(png_path) -> int:
 
 
 def html_report(a: Analysis, tabs: list, figs: list, out_dir, manifest: dict) -> str:
-    from html import escape
+    """The HTML report (templates/report.html.j2, autoescaped)."""
+    from metaalliance.report.render import markup, render
 
     cfg = a.config
-    t = {tab.name: tab for tab in tabs}
-    numbers = {f.name: i + 1 for i, f in enumerate(figs)}
-    by_section = {}
+    sections = {"overall": [], "moderators": []}
     for f in figs:
-        by_section.setdefault(f.section, []).append(f)
-
-    def fig(name, show=True):
-        f = next((x for x in figs if x.name == name), None)
-        return _figure_html(f, numbers[name], out_dir, show) if f else ""
-
-    def table(name):
-        tab = t.get(name)
-        if tab is None:
-            return ""
-        return tab.html() + (f"<p class='files'>Table as <a href='tables/{name}.csv'>CSV</a> "
-                             f"<a href='tables/{name}.md'>Markdown</a></p>")
-
-    cluster = cfg["model"]["cluster"]
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-             f"<title>{escape(cfg['report']['title'])}</title><style>{CSS}</style></head><body>",
-             f"<h1>{escape(cfg['report']['title'])}</h1>",
-             f"<p class='meta'>metaalliance {escape(manifest['versions']['metaalliance'])} · data "
-             f"hash <code>{escape(manifest['data']['hash'][:12])}</code> · commit "
-             f"<code>{escape((manifest.get('git') or {}).get('commit', 'n/a')[:12])}</code> · "
-             f"<a href='manifest.json'>manifest.json</a> · <a href='report.md'>report.md</a></p>",
-             "<nav><ol><li><a href='#summary'>Results summary</a></li>"
-             "<li><a href='#overall'>Pooled estimates</a></li>"
-             "<li><a href='#moderators'>Moderators</a></li>"
-             "<li><a href='#sensitivity'>Sensitivity analyses</a></li>"
-             "<li><a href='#bias'>Publication bias</a></li>"
-             "<li><a href='#comparison'>Published syntheses</a></li>"
-             "<li><a href='#data'>Data analysed</a></li>"
-             "<li><a href='#reproduce'>Reproducibility and files</a></li></ol></nav>",
-             "<h2 id='summary'>Results summary</h2>",
-             f"<p class='summary'>{escape(summary_paragraph(a))}</p>",
-             "<h2 id='overall'>Pooled estimates</h2>",
-             f"<p>Main analysis: findings with outcome domains other than "
-             f"{escape(', '.join(cfg['outcomes']['separate']))}, which are pooled apart. Model: "
-             f"three-level random effects ({escape(cfg['model']['method'])}), findings nested in "
-             f"<code>{escape(cluster)}</code>; {escape(cfg['model']['test'])} test; correlations "
-             "pooled on Fisher's z and back-transformed.</p>",
-             table("overall"), fig("forest_main")]
-    for f in by_section.get("overall", []):
-        if f.name != "forest_main":
-            parts.append(fig(f.name))
-    parts.append("<h2 id='moderators'>Moderators</h2>")
-    parts.append(table("moderators"))
-    for mod in a.moderators:
-        parts.append(fig(f"moderator_{mod.field}"))
-        parts.append(fig(f"forest_by_{mod.field}", show=False))
-        if mod.dropped:
-            parts.append(f"<p class='note'>Left out of the {escape(mod.field)} analysis (too few "
-                         f"findings): {escape('; '.join(mod.dropped))}.</p>")
-    if a.skipped:
-        items = "".join(f"<li><b>{escape(fld)}</b>: {escape(why)}</li>" for fld, why in a.skipped)
-        parts.append(f"<h3>Moderators not tested</h3><ul>{items}</ul>")
-    parts.append(table("meta_regression"))
-    for f in by_section.get("moderators", []):
-        if f.name.startswith("bubble_"):
-            parts.append(fig(f.name))
-    parts += ["<h2 id='sensitivity'>Sensitivity analyses</h2>", table("models"),
-              fig("leave_one_out"), fig("cumulative")]
-    for name in ("leave_one_out", "influence", "cumulative"):
-        if name in t:
-            parts.append(f"<details><summary>{escape(t[name].title)}</summary>{table(name)}"
-                         "</details>")
-    for step in (a.leave_one_out, a.cumulative):
-        if not step.ok:
-            parts.append(f"<p class='note'>{escape(step.name)}: not run ({escape(step.note)}).</p>")
-    parts += ["<h2 id='bias'>Publication bias and small-study effects</h2>", table("bias"),
-              fig("funnel"),
-              "<h2 id='comparison'>Published syntheses</h2>",
-              "<p>Pooled estimates of published meta-analyses, carried as reference points (never "
-              "pooled with the curated findings), beside the estimate of this dataset for the "
-              "matching subset set in <code>analysis.toml</code>.</p>",
-              table("comparison"), fig("comparison")]
-    refs = "".join(f"<li>{escape(c['citation'])}</li>" for c in a.comparison if c["citation"])
-    if refs:
-        parts.append(f"<h3>References of the published syntheses</h3><ol>{refs}</ol>")
+        sections.setdefault(f.section, []).append(f.name)
     d = a.data_all
-    parts.append("<h2 id='data'>Data analysed</h2>")
-    parts.append(f"<p>{len(d)} findings from {d['citekey'].nunique()} studies "
-                 f"({d[cluster].nunique()} samples); {len(a.data_main)} in the main analysis. "
-                 "Every finding's numbers were read in the source it cites (DOI or URL) at the "
-                 "locator given. <a href='tables/findings.csv'>All findings as CSV</a>.</p>")
-    rows = "".join(
-        f"<tr><td class='t'>{escape(str(r.label))}</td><td class='t'>{escape(str(r.finding_id))}"
-        f"</td><td class='n'>{fmt_int(r.n)}</td><td class='n'>{fmt_r(r.r)}</td>"
-        f"<td class='t'>{escape(str(r.outcome_domain))}</td><td class='t'>"
-        f"{escape(str(r.instrument))}, {escape(str(r.rater))}</td><td class='t'>"
-        f"{_source_link(r.source)} ({escape(str(r.locator))})</td></tr>"
-        for r in d.sort_values(["label", "finding_id"]).itertuples())
-    parts.append("<details><summary>Every finding</summary><table><thead><tr><th class='t'>"
-                 "Study</th><th class='t'>Finding</th><th class='n'>N</th><th class='n'>r</th>"
-                 "<th class='t'>Domain</th><th class='t'>Alliance measure</th><th class='t'>"
-                 f"Source</th></tr></thead><tbody>{rows}</tbody></table></details>")
-    parts.append("<h2 id='reproduce'>Reproducibility and files</h2>")
-    v = manifest["versions"]
-    parts.append(f"<p>Produced by <code>metaalliance report --config "
-                 f"{escape(manifest['config_file'] or '(defaults)')}</code>. Data hash (findings "
-                 f"and bib) <code>{escape(manifest['data']['hash'])}</code>; "
-                 f"{escape(', '.join(f'{k} {val}' for k, val in v.items()))}. "
-                 "Every option is in <a href='manifest.json'>manifest.json</a>.</p>")
-    notes = [(s.name, w) for s in _all_steps(a) for w in s.warnings]
-    if notes:
-        items = "".join(f"<li>{escape(n)}: {escape(w)}</li>" for n, w in notes)
-        parts.append(f"<details><summary>Notes from the models ({len(notes)})</summary>"
-                     f"<ul class='warn'>{items}</ul></details>")
-    listing = "".join(f"<li><a href='{escape(f)}'>{escape(f)}</a></li>"
-                      for f in sorted(manifest["files"]))
-    parts.append(f"<details><summary>All files ({len(manifest['files'])})</summary>"
-                 f"<ul>{listing}</ul></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _source_link(source: str) -> str:
-    from html import escape
-
-    source = str(source)
-    if source.startswith("doi:"):
-        return f"<a href='https://doi.org/{escape(source[4:])}'>{escape(source)}</a>"
-    if source.startswith("url:"):
-        return f"<a href='{escape(source[4:])}'>{escape(source[4:])}</a>"
-    return escape(source)
+    cluster = cfg["model"]["cluster"]
+    finding_rows = [{"label": str(r.label), "finding_id": str(r.finding_id), "n": fmt_int(r.n),
+                     "r": fmt_r(r.r), "domain": str(r.outcome_domain),
+                     "instrument": str(r.instrument), "rater": str(r.rater),
+                     "source": str(r.source), "locator": str(r.locator)}
+                    for r in d.sort_values(["label", "finding_id"]).itertuples()]
+    return render(
+        "report.html.j2",
+        title=cfg["report"]["title"], manifest=manifest,
+        commit=(manifest.get("git") or {}).get("commit", "n/a"),
+        summary=summary_paragraph(a), separate=cfg["outcomes"]["separate"],
+        method=cfg["model"]["method"], test=cfg["model"]["test"], cluster=cluster,
+        tables={tab.name: markup(tab.html()) for tab in tabs},
+        table_titles={tab.name: tab.title for tab in tabs},
+        figs={f.name: _figure_context(f, i + 1, out_dir) for i, f in enumerate(figs)},
+        sections=sections,
+        moderators=[{"field": m.field, "dropped": m.dropped} for m in a.moderators],
+        skipped=a.skipped,
+        not_run=[s for s in (a.leave_one_out, a.cumulative) if not s.ok],
+        references=[c["citation"] for c in a.comparison if c["citation"]],
+        data={"findings": len(d), "studies": d["citekey"].nunique(),
+              "samples": d[cluster].nunique(), "main": len(a.data_main)},
+        finding_rows=finding_rows,
+        versions=", ".join(f"{k} {val}" for k, val in manifest["versions"].items()),
+        notes=[(s.name, w) for s in _all_steps(a) for w in s.warnings],
+        files=sorted(manifest["files"]))
 
 
 def _all_steps(a: Analysis) -> list:
@@ -1274,18 +1140,17 @@ def _all_steps(a: Analysis) -> list:
     return steps
 
 
+#: tables shown in the HTML report only (folded away there), not in report.md
+HTML_ONLY_TABLES = ("leave_one_out", "influence", "cumulative")
+
+
 def markdown_report(a: Analysis, tabs: list, figs: list) -> str:
-    lines = [f"# {a.config['report']['title']}", "", "## Results summary", "",
-             summary_paragraph(a), ""]
-    for tab in tabs:
-        if tab.name in ("leave_one_out", "influence", "cumulative"):
-            continue
-        lines += [tab.markdown(), ""]
-    lines += ["## Figures", ""]
-    for i, f in enumerate(figs, start=1):
-        files = ", ".join(f"[{p.rsplit('.', 1)[-1].upper()}]({p})" for p in f.files)
-        lines.append(f"- Figure {i}. {f.title}: {files}")
-    return "\n".join(lines) + "\n"
+    """The Markdown report (templates/report.md.j2, not escaped)."""
+    from metaalliance.report.render import render
+
+    return render("report.md.j2", title=a.config["report"]["title"], summary=summary_paragraph(a),
+                  tables=[tab.markdown() for tab in tabs if tab.name not in HTML_ONLY_TABLES],
+                  figs=figs)
 
 
 # --- the report job: read, analyse, write atomically ------------------------------------------------
