@@ -1,104 +1,18 @@
-"""APA-style numbers, tables and the analysis report (``metaalliance report``).
+"""The report job (``metaalliance report``): read the findings, analyse, draw, render, and write
+the report folder atomically with its manifest.
 
-This is the one place where numbers are rounded: results keep full precision, and the
-formatters below turn them into text for tables, figures and the HTML report.
+The pieces live beside this module: config (options), analysis (the models), apa_tables,
+paragraph (APA text), drawing (figures), render (Jinja2 templates to HTML and Markdown).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from metaalliance.report.analysis import analyse
+from metaalliance.report.apa_tables import tables
+from metaalliance.report.config import load_config
+from metaalliance.report.drawing import figures
+from metaalliance.report.render import html_report, markdown_report
 
-from metaalliance.formatting import (MINUS, distinct_labels, fmt_ci, fmt_est_ci, fmt_int,  # noqa: F401
-                                     fmt_num, fmt_p, fmt_pct, fmt_r, fmt_r_p)
-from metaalliance.report.config import DEFAULT_CONFIG, load_config  # noqa: F401
-from metaalliance.report.analysis import (Analysis, Moderator, Step, analyse, finding_labels,  # noqa: F401
-                                          participants)
-from metaalliance.report.paragraph import short_citation, summary_paragraph  # noqa: F401
-from metaalliance.report.apa_tables import APA_COLUMNS, Table, tables  # noqa: F401
-from metaalliance.report.drawing import Figure, figures  # noqa: F401
-
-
-# --- HTML and Markdown: rendered from templates/report.html.j2 and report.md.j2 ----------------
-
-def _figure_context(fig: Figure, number: int, out_dir) -> dict:
-    png = next((f for f in fig.files if f.endswith(".png")), None)
-    return {"name": fig.name, "number": number, "title": fig.title, "caption": fig.caption,
-            "links": [(f, f.rsplit(".", 1)[-1].upper()) for f in fig.files],
-            "png": png, "pdf": next((f for f in fig.files if f.endswith(".pdf")), png),
-            "width": _display_width(out_dir / png) if png is not None else None}
-
-
-#: screen pixels per mm of figure width: 7-pt text reads at about 13 px
-PX_PER_MM = 5.5
-
-
-def _display_width(png_path) -> int:
-    from PIL import Image
-
-    with Image.open(png_path) as im:
-        dpi = im.info.get("dpi", (300, 300))[0] or 300
-        return int(round(im.size[0] / float(dpi) * 25.4 * PX_PER_MM))
-
-
-def html_report(a: Analysis, tabs: list, figs: list, out_dir, manifest: dict) -> str:
-    """The HTML report (templates/report.html.j2, autoescaped)."""
-    from metaalliance.report.render import markup, render
-
-    cfg = a.config
-    sections = {"overall": [], "moderators": []}
-    for f in figs:
-        sections.setdefault(f.section, []).append(f.name)
-    d = a.data_all
-    cluster = cfg["model"]["cluster"]
-    finding_rows = [{"label": str(r.label), "finding_id": str(r.finding_id), "n": fmt_int(r.n),
-                     "r": fmt_r(r.r), "domain": str(r.outcome_domain),
-                     "instrument": str(r.instrument), "rater": str(r.rater),
-                     "source": str(r.source), "locator": str(r.locator)}
-                    for r in d.sort_values(["label", "finding_id"]).itertuples()]
-    return render(
-        "report.html.j2",
-        title=cfg["report"]["title"], manifest=manifest,
-        commit=(manifest.get("git") or {}).get("commit", "n/a"),
-        summary=summary_paragraph(a), separate=cfg["outcomes"]["separate"],
-        method=cfg["model"]["method"], test=cfg["model"]["test"], cluster=cluster,
-        tables={tab.name: markup(tab.html()) for tab in tabs},
-        table_titles={tab.name: tab.title for tab in tabs},
-        figs={f.name: _figure_context(f, i + 1, out_dir) for i, f in enumerate(figs)},
-        sections=sections,
-        moderators=[{"field": m.field, "dropped": m.dropped} for m in a.moderators],
-        skipped=a.skipped,
-        not_run=[s for s in (a.leave_one_out, a.cumulative) if not s.ok],
-        references=[c["citation"] for c in a.comparison if c["citation"]],
-        data={"findings": len(d), "studies": d["citekey"].nunique(),
-              "samples": d[cluster].nunique(), "main": len(a.data_main)},
-        finding_rows=finding_rows,
-        versions=", ".join(f"{k} {val}" for k, val in manifest["versions"].items()),
-        notes=[(s.name, w) for s in _all_steps(a) for w in s.warnings],
-        files=sorted(manifest["files"]))
-
-
-def _all_steps(a: Analysis) -> list:
-    steps = [a.main, *a.separate, *a.models, a.aggregated, *a.regressions, a.leave_one_out,
-             a.influence, a.cumulative, a.bias]
-    steps += [m.test for m in a.moderators]
-    return steps
-
-
-#: tables shown in the HTML report only (folded away there), not in report.md
-HTML_ONLY_TABLES = ("leave_one_out", "influence", "cumulative")
-
-
-def markdown_report(a: Analysis, tabs: list, figs: list) -> str:
-    """The Markdown report (templates/report.md.j2, not escaped)."""
-    from metaalliance.report.render import render
-
-    return render("report.md.j2", title=a.config["report"]["title"], summary=summary_paragraph(a),
-                  tables=[tab.markdown() for tab in tabs if tab.name not in HTML_ONLY_TABLES],
-                  figs=figs)
-
-
-# --- the report job: read, analyse, write atomically ------------------------------------------------
 
 MANIFEST_GENERATOR = "metaalliance report"
 
