@@ -127,16 +127,17 @@ def prisma_figure(flow, *, width="double", font_size: float = plots.FONT_SIZE,
         ax.set_axis_off()
 
         def box(x, y, w, h, key, face="white", text=None, rotate=False, gid=None):
+            gid = gid or f"prisma-{key}"
             ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.03"
                                         if rotate else "square,pad=0", linewidth=0.6,
                                         edgecolor="black", facecolor=face,
-                                        gid=gid and f"{gid}-box"))
+                                        gid=f"{gid}-box"))
             if rotate:
                 ax.text(x + w / 2, y + h / 2, text, rotation=90, ha="center", va="center",
                         fontweight="bold", gid=gid)
             else:
                 ax.text(x + pad, y + h / 2, texts[key] if text is None else text, ha="left",
-                        va="center", linespacing=1.3, gid=gid or f"prisma-{key}")
+                        va="center", linespacing=1.3, gid=gid)
 
         def arrow(x0, y0, x1, y1):
             ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>",
