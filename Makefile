@@ -19,8 +19,6 @@ analyze: $(STAMP)
 	$(BIN)/metaalliance validate
 	$(BIN)/metaalliance summary
 	$(BIN)/metaalliance report --config analysis.toml --out results
-	$(BIN)/metaalliance prisma --out results/figures/prisma.pdf
-	$(BIN)/metaalliance prisma --out results/figures/prisma.png --dpi 300
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

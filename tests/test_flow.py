@@ -259,3 +259,15 @@ def test_shipped_logs_are_clean_and_rows_are_addressed():
     assert findings.validate() == []
     for row in flow.read_awaiting():
         assert row["doi_or_address"] and row["identified_at"] and row["missing"] in flow.MISSING
+
+
+def test_strict_subset_and_how_read_rows_on_the_shipped_data():
+    from metaalliance.analyses import coverage
+    df = findings.load()
+    strict = coverage.strict_subset(df)
+    assert len(strict) and (strict["conversion"] == "exact").all()
+    assert (strict["effect_type"] == "zero_order").all() and not strict["read_in_review"].any()
+    rows = coverage.how_read_rows(df)
+    assert sum(r["k"] for r in rows[:-1]) == rows[-1]["k"] == len(df)
+    review = [r for r in rows if r["read"] == "review table"]
+    assert sum(r["k"] for r in review) == int(df["read_in_review"].sum())

@@ -181,6 +181,7 @@ class Analysis:
     bias: Step
     comparison: list               # dicts, one per published synthesis
     years: object = None           # per aggregated sample: year (cumulative order)
+    coverage: object = None        # dataset.flow.Flow: PRISMA counts of the dataset's files
 
 
 def participants(df, cluster: str) -> int:
@@ -389,6 +390,10 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
                                          test=m["test"], level=m["level"],
                                          control=m["control"],
                                          labels=finding_labels(df_main))))
+        from metaalliance.analyses import coverage
+        strict = Step(coverage.STRICT_NAME)
+        _captured(strict, lambda: _strict(strict, df_main, cfg))
+        comparisons.append(strict)
     agg = _captured(Step("aggregated", data=df_main), lambda: _aggregate(df_main, cfg))
     agg_fit, years = None, None
     if agg.ok:
@@ -431,6 +436,13 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     comparison = _compare(df_main, main, published, cfg)
     return Analysis(cfg, df_all, df_main, main, seps, comparisons, mods, skipped, regs, agg,
                     loo, infl, cum, bias_step, comparison, years)
+
+
+def _strict(step: Step, df_main, cfg):
+    """The main model on the zero-order exact findings read in the studies' own texts."""
+    from metaalliance.analyses import coverage
+    step.data, result, step.note = coverage.strict_fit(df_main, lambda d: _three_level(d, cfg))
+    return result
 
 
 def _compare(df_main, main: Step, published, cfg) -> list:
@@ -757,6 +769,15 @@ def tables(a: Analysis) -> list:
                      "Published values as reported by each synthesis (see "
                      "data/published_syntheses.csv); ours from the three-level model on the "
                      "matching subset of the curated findings."))
+    from metaalliance.analyses import coverage
+    out.append(Table("how_read", "Table 7. Findings by how they were read",
+                     [("read", "Read in", "text"), ("conversion", "Conversion", "text"),
+                      ("effect_type", "Effect", "text"), ("k", "k", "int"),
+                      ("studies", "Studies", "int"), ("samples", "Samples", "int")],
+                     coverage.how_read_rows(a.data_all, cluster),
+                     "Read in: the study's own text (abstract, full text, table page) or a "
+                     "published review's table (data/README.md). Conversion: exact, or with an "
+                     "assumption (approximate). Effect: zero-order, partial or adjusted."))
     return out
 
 
@@ -1038,6 +1059,15 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
                           "One composite effect per sample against its standard error; shaded "
                           "regions show where an effect would be significant (two-sided); open "
                           "circles are samples imputed by trim and fill.", files, "bias"))
+    if a.coverage is not None:
+        from metaalliance.figures import prisma
+        tick("figure prisma")
+        files = _write_figure(out_dir, "prisma",
+                              lambda: prisma.prisma_figure(a.coverage).axes[0], None, cfg)
+        out.append(Figure("prisma", "PRISMA 2020 flow diagram",
+                          "Studies identified, read, excluded (by reason), awaiting extraction "
+                          "and included, counted from data/findings, data/awaiting.csv and "
+                          "data/excluded.csv.", files, "data"))
     pubs = [c for c in a.comparison if c["r_published"] is not None]
     if pubs and a.main.ok:
         tick("figure comparison")
@@ -1225,6 +1255,13 @@ def html_report(a: Analysis, tabs: list, figs: list, out_dir, manifest: dict) ->
                  f"({d[cluster].nunique()} samples); {len(a.data_main)} in the main analysis. "
                  "Every finding's numbers were read in the source it cites (DOI or URL) at the "
                  "locator given. <a href='tables/findings.csv'>All findings as CSV</a>.</p>")
+    if a.coverage is not None:
+        from metaalliance.analyses import coverage
+        parts.append(f"<p>Coverage: {escape(coverage.coverage_sentence(a.coverage))}; "
+                     f"{a.coverage.findings_read_in_review} findings were read in published "
+                     "reviews' tables (<code>--where read_in_review=false</code> leaves them "
+                     "out).</p>")
+    parts += [table("how_read"), fig("prisma")]
     rows = "".join(
         f"<tr><td class='t'>{escape(str(r.label))}</td><td class='t'>{escape(str(r.finding_id))}"
         f"</td><td class='n'>{fmt_int(r.n)}</td><td class='n'>{fmt_r(r.r)}</td>"
@@ -1277,6 +1314,9 @@ def _all_steps(a: Analysis) -> list:
 def markdown_report(a: Analysis, tabs: list, figs: list) -> str:
     lines = [f"# {a.config['report']['title']}", "", "## Results summary", "",
              summary_paragraph(a), ""]
+    if a.coverage is not None:
+        from metaalliance.analyses import coverage
+        lines += [f"Coverage: {coverage.coverage_sentence(a.coverage)}.", ""]
     for tab in tabs:
         if tab.name in ("leave_one_out", "influence", "cumulative"):
             continue
@@ -1414,7 +1454,7 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
     out = check_out_dir(out, sorted(data_dirs))
     published_path = resolve(cfg["data"]["published"], None)
 
-    steps = 12 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
+    steps = 13 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
     bar = tqdm(total=steps, desc="report", unit="step", file=sys.stderr, disable=quiet,
                dynamic_ncols=True, leave=True)
 
@@ -1430,6 +1470,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
         if published_path is not None and published_path.is_file():
             published = pd.read_csv(published_path, dtype={"key": str})
         analysis = analyse(df, cfg, published, tick)
+        from metaalliance.analyses import coverage
+        analysis.coverage = coverage.coverage(findings_dir, bib)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
         try:
             (tmp / "tables").mkdir()
