@@ -102,7 +102,7 @@ def test_figure_shows_the_recounted_numbers(tmp_path):
     rc = _recount()
     fig = prisma.prisma_figure(flow.counts())
     texts = {t.get_gid(): t.get_text() for t in fig.axes[0].texts}
-    assert f"Records read (n = {rc['screened']})" == texts["prisma-screened"]
+    assert f"Records screened (n = {rc['screened']})" == texts["prisma-screened"]
     assert f"Reports assessed for eligibility (n = {rc['assessed']})" == texts["prisma-assessed"]
     assert texts["prisma-included"].startswith(f"Studies included (n = {rc['studies']})")
     assert f"Findings (n = {rc['findings']})" in texts["prisma-included"]

@@ -163,7 +163,7 @@ class Flow:
     """The numbers of the PRISMA 2020 flow diagram, each counted from the files."""
     identified: dict[str, int] = field(default_factory=dict)   # records by IDENTIFIED_IN kind
     duplicates: int = 0            # records excluded as the same sample as an included study
-    screened: int = 0              # records read (identified - duplicates)
+    screened: int = 0              # records screened (identified - duplicates)
     excluded_screening: int = 0    # not an alliance-outcome association
     sought: int = 0                # reports sought for a usable statistic
     awaiting: dict[str, int] = field(default_factory=dict)     # by `missing`

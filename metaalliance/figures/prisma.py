@@ -53,9 +53,9 @@ def box_texts(flow) -> dict[str, str]:
         f"  {CATEGORY_LABELS[k]} {_n(v)}" for k, v in flow.excluded_reports.items()]
     return {
         "identified": "\n".join(ident),
-        "removed": "Records removed before reading:\n"
+        "removed": "Records removed before screening:\n"
                    f"  {CATEGORY_LABELS['duplicate']} {_n(flow.duplicates)}",
-        "screened": f"Records read {_n(flow.screened)}",
+        "screened": f"Records screened {_n(flow.screened)}",
         "excluded-screening": "Records excluded:\n"
                               f"  {CATEGORY_LABELS['not_alliance_outcome']} "
                               f"{_n(flow.excluded_screening)}",
