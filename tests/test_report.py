@@ -346,3 +346,22 @@ def test_templates_and_css_ship_as_package_data():
     for name in files:
         assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} would not be installed"
     assert "jinja2" in " ".join(pyproject["project"]["dependencies"])
+
+
+def test_data_section_shows_coverage_how_read_and_the_strict_sensitivity_row(built):
+    """Issue 12: coverage sentence, findings by how read, PRISMA figure, and the main model on
+    zero-order exact findings from the studies' own texts (all simulated findings are such, so
+    that row equals the primary three-level model)."""
+    root, fdir, bib, config, out = built
+    html = (out / "report.html").read_text(encoding="utf-8")
+    n_studies = len(list(fdir.glob("*.yaml")))
+    assert f"Coverage: {n_studies} studies included, 0 awaiting extraction" in html
+    assert (out / "figures/prisma.pdf").is_file() and (out / "figures/prisma.png").is_file()
+    how = read_csv(out / "tables/how_read.csv")
+    assert how[-1]["read"] == "all findings"
+    assert [r["read"] for r in how[:-1]] == ["study's own text"]
+    models_rows = {r["analysis"]: r for r in read_csv(out / "tables/models.csv")}
+    from metaalliance.analyses import coverage
+    strict, primary = models_rows[coverage.STRICT_NAME], models_rows["three-level (primary)"]
+    assert strict["k"] == primary["k"]
+    assert float(strict["r"]) == pytest.approx(float(primary["r"]), rel=1e-12)
