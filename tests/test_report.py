@@ -343,3 +343,14 @@ def test_templates_and_css_ship_as_package_data():
     for name in files:
         assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} would not be installed"
     assert "jinja2" in " ".join(pyproject["project"]["dependencies"])
+
+
+def test_a_name_missing_from_a_template_context_is_an_error():
+    import jinja2
+
+    from metaalliance.report.render import render
+
+    with pytest.raises(jinja2.UndefinedError, match="'summary' is undefined"):
+        render("report.md.j2", title="T", tables=[], figs=[])
+    assert render("report.md.j2", title="T", summary="S.", tables=[], figs=[]) == \
+        "# T\n\n## Results summary\n\nS.\n\n## Figures\n\n"
