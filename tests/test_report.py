@@ -350,7 +350,28 @@ def test_a_name_missing_from_a_template_context_is_an_error():
 
     from metaalliance.report.render import render
 
-    with pytest.raises(jinja2.UndefinedError, match="'summary' is undefined"):
-        render("report.md.j2", title="T", tables=[], figs=[])
-    assert render("report.md.j2", title="T", summary="S.", tables=[], figs=[]) == \
-        "# T\n\n## Results summary\n\nS.\n\n## Figures\n\n"
+    table = dict(title="Table 1. T", heads=["Study", "r"], aligns=["---", "---:"],
+                 text_rows=[["A | B (2001)", ".30"]])
+    with pytest.raises(jinja2.UndefinedError, match="'note' is undefined"):
+        render("table.md.j2", **table)
+    assert render("table.md.j2", note="", **table) == \
+        "**Table 1. T**\n\n| Study | r |\n| --- | ---: |\n| A \\| B (2001) | .30 |\n"
+
+
+def test_data_section_shows_coverage_how_read_and_the_strict_sensitivity_row(built):
+    """Issue 12: coverage sentence, findings by how read, PRISMA figure, and the main model on
+    zero-order exact findings from the studies' own texts (all simulated findings are such, so
+    that row equals the primary three-level model)."""
+    root, fdir, bib, config, out = built
+    html = (out / "report.html").read_text(encoding="utf-8")
+    n_studies = len(list(fdir.glob("*.yaml")))
+    assert f"Coverage: {n_studies} studies included, 0 awaiting extraction" in html
+    assert (out / "figures/prisma.pdf").is_file() and (out / "figures/prisma.png").is_file()
+    how = read_csv(out / "tables/how_read.csv")
+    assert how[-1]["read"] == "all findings"
+    assert [r["read"] for r in how[:-1]] == ["study's own text"]
+    models_rows = {r["analysis"]: r for r in read_csv(out / "tables/models.csv")}
+    from metaalliance.analyses import coverage
+    strict, primary = models_rows[coverage.STRICT_NAME], models_rows["three-level (primary)"]
+    assert strict["k"] == primary["k"]
+    assert float(strict["r"]) == pytest.approx(float(primary["r"]), rel=1e-12)

@@ -29,16 +29,34 @@ Example
 
 from __future__ import annotations
 
+# every name the single-module plots.py had (its private helpers and the formatting functions it
+# imported too), so code written against it keeps working; new code imports from the modules
 from metaalliance.figures.bubble import bubble_plot  # noqa: F401
-from metaalliance.figures.forest import (CLUSTER_NOUNS, forest_figures, forest_plot,  # noqa: F401
+from metaalliance.figures.forest import (_DESCRIPTOR_FIELDS, CLUSTER_NOUNS, _as_frame,  # noqa: F401
+                                         _columns_for, _crit, _descriptors, _display, _est_text,
+                                         _finding_rows, _is_r_scale, _iv_weights, _k_text,
+                                         _model_weights, _subgroup_parts, _summary_rows,
+                                         _summary_values, _xlabel, forest_figures, forest_plot,
                                          forest_rows, heterogeneity_text, model_name)
 from metaalliance.figures.funnel import funnel_plot  # noqa: F401
-from metaalliance.figures.intervals import (IntervalTable, cumulative_forest_plot,  # noqa: F401
-                                            interval_plot, leave_one_out_plot)
-from metaalliance.figures.style import (COLUMN_TITLES, DEFAULT_COLUMNS, FONT_SIZE,  # noqa: F401
-                                        FORMATS, JOURNAL_WIDTHS_MM, MIN_FONT_SIZE,
-                                        PAGE_HEIGHT_MM, SORTS, font_family, journal_rc,
+from metaalliance.figures.intervals import (IntervalTable, _table_from,  # noqa: F401
+                                            cumulative_forest_plot, interval_plot,
+                                            leave_one_out_plot)
+from metaalliance.figures.rows import (_KEEP_TAIL, _Column, _Geometry, _Row,  # noqa: F401
+                                       _axis_range, _ci_title, _decimals_for, _draw_rows,
+                                       _figure_for_rows, _fmt_tick_r, _frame_pt, _layout,
+                                       _make_columns, _nice_r_ticks, _page_chunks, _place_columns,
+                                       _render, _set_effect_axis, _shorten, _spanning, _wrap_notes)
+from metaalliance.figures.style import (_BAND, _GREY, COLUMN_TITLES, DEFAULT_COLUMNS,  # noqa: F401
+                                        FONT_SIZE, FORMATS, JOURNAL_WIDTHS_MM, MEASURE_DPI,
+                                        MIN_FONT_SIZE, MIN_PANEL_SHARE, MM_PER_INCH,
+                                        NUMERIC_COLUMNS, PAGE_HEIGHT_MM, PT_PER_INCH,
+                                        R_AXIS_LIMIT, RIGHT_COLUMNS, ROW_PITCH_EM, SORTS,
+                                        TEXT_WIDTH_SAFETY, _clean, _new_figure, _renderer,
+                                        _text_width_pt, _truncate, font_family, journal_rc,
                                         save_figure, width_inches)
+from metaalliance.formatting import (distinct_labels, fmt_ci, fmt_est_ci, fmt_int,  # noqa: F401
+                                     fmt_num, fmt_p, fmt_pct, fmt_r)
 
 __all__ = [
     "FORMATS", "JOURNAL_WIDTHS_MM", "SORTS", "IntervalTable", "bubble_plot",

@@ -138,7 +138,7 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
     out = check_out_dir(out, sorted(data_dirs))
     published_path = resolve(cfg["data"]["published"], None)
 
-    steps = 12 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
+    steps = 13 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
     bar = tqdm(total=steps, desc="report", unit="step", file=sys.stderr, disable=quiet,
                dynamic_ncols=True, leave=True)
 
@@ -154,6 +154,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
         if published_path is not None and published_path.is_file():
             published = pd.read_csv(published_path, dtype={"key": str})
         analysis = analyse(df, cfg, published, tick)
+        from metaalliance.analyses import coverage
+        analysis.coverage = coverage.coverage(findings_dir, bib)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
         try:
             (tmp / "tables").mkdir()
