@@ -45,9 +45,9 @@ _API = {
     "cumulative": "metaalliance.analyses.sensitivity",
     "gosh": "metaalliance.analyses.sensitivity",
     # figures
-    "forest_plot": "metaalliance.figures.plots",
-    "funnel_plot": "metaalliance.figures.plots",
-    "save_figure": "metaalliance.figures.plots",
+    "forest_plot": "metaalliance.figures.forest",
+    "funnel_plot": "metaalliance.figures.funnel",
+    "save_figure": "metaalliance.figures.style",
 }
 
 __all__ = ["__version__", *_API]

@@ -348,6 +348,19 @@ def test_templates_and_css_ship_as_package_data():
     assert "jinja2" in " ".join(pyproject["project"]["dependencies"])
 
 
+def test_a_name_missing_from_a_template_context_is_an_error():
+    import jinja2
+
+    from metaalliance.report.render import render
+
+    table = dict(title="Table 1. T", heads=["Study", "r"], aligns=["---", "---:"],
+                 text_rows=[["A | B (2001)", ".30"]])
+    with pytest.raises(jinja2.UndefinedError, match="'note' is undefined"):
+        render("table.md.j2", **table)
+    assert render("table.md.j2", note="", **table) == \
+        "**Table 1. T**\n\n| Study | r |\n| --- | ---: |\n| A \\| B (2001) | .30 |\n"
+
+
 def test_data_section_shows_coverage_how_read_and_the_strict_sensitivity_row(built):
     """Issue 12: coverage sentence, findings by how read, PRISMA figure, and the main model on
     zero-order exact findings from the studies' own texts (all simulated findings are such, so

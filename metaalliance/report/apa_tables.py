@@ -1,4 +1,4 @@
-"""The report's tables: raw values for CSV, APA text for Markdown and HTML (``Table``, ``tables``)."""
+"""The report's tables (``Table``, ``tables``): raw values for CSV, APA text for Markdown, HTML."""
 
 from __future__ import annotations
 
