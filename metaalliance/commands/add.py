@@ -185,7 +185,7 @@ def run_sheet(args, bibtex) -> int:
     pooled = None
     if args.dry_run:
         from metaalliance.dataset import findings
-        from metaalliance.dataset.history import main_estimate
+        from metaalliance.analyses.headline import main_estimate
         from metaalliance.dataset.intake import dataset_after
 
         before = findings.read_dataset(args.findings, args.bib)

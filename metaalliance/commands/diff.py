@@ -33,6 +33,7 @@ def run(args) -> int:
     import warnings
 
     from metaalliance.cli import print_json
+    from metaalliance.analyses.headline import main_estimate
     from metaalliance.dataset import findings, history
     from metaalliance.errors import MetaAllianceWarning
 
@@ -52,8 +53,8 @@ def run(args) -> int:
                           f"({len(snap.problems)} problem(s), first: {snap.problems[0]}); its "
                           "pooled estimate is not computed", MetaAllianceWarning)
     res = {"old": args.rev, "new": label, **history.compare(old, new),
-           "pooled": {"old": history.main_estimate(old.frame),
-                      "new": history.main_estimate(new.frame)}}
+           "pooled": {"old": main_estimate(old.frame),
+                      "new": main_estimate(new.frame)}}
     if args.json:
         print_json(res)
         return 0
