@@ -54,6 +54,9 @@ def _bind(host: str, port: int):
             from None
     family, _type, _proto, _canon, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
+    # as uvicorn does: a port whose last connections are in TIME_WAIT can be reused; a port
+    # another program listens on still gives EADDRINUSE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
         sock.listen(128)

@@ -11,13 +11,18 @@ from __future__ import annotations
 from metaalliance.explorer import logic
 
 CSS = """
-.ma-headline { font-size: 1.6rem; font-weight: 600; margin: 0 0 .25rem 0; }
+.ma-headline { font-size: 1.6rem; font-weight: 600; margin: 0; white-space: nowrap; }
+.ma-estimate { display: flex; flex-wrap: wrap; gap: .25rem 2.5rem; align-items: flex-start; }
+.ma-head { min-width: 14rem; }
+.sidebar-title { font-size: 1.1rem; }
+.bslib-sidebar-layout > .sidebar h6 { margin: .25rem 0; font-weight: 600; }
 .ma-sub { color: #555; font-size: .9rem; }
 .ma-summary td { padding: .1rem .75rem .1rem 0; vertical-align: top; }
 .ma-summary td:first-child { color: #555; white-space: nowrap; }
 .ma-cmd { white-space: pre-wrap; word-break: break-all; background: #f6f6f6;
           padding: .5rem; border-radius: .25rem; font-size: .8rem; margin: .25rem 0 .5rem 0; }
-.ma-figure { max-width: 100%; height: auto; border: 1px solid #eee; }
+.ma-figure { max-width: 100%; height: auto; }
+#forest-img { width: 100%; max-width: 1000px; }
 .ma-table { font-size: .85rem; }
 .ma-table td, .ma-table th { padding: .2rem .4rem; }
 .ma-scroll { overflow-x: auto; }
@@ -45,7 +50,7 @@ def _sidebar(ds: logic.Dataset):
             title, ui.input_checkbox_group(f"tag_{fld}", None, _count_choices(counts),
                                            selected=selected),
             value=fld))
-    items = [ui.h6("Findings"), ui.accordion(*panels, id="filters", open=False, multiple=True)]
+    items = [ui.h6("Findings (tick the levels to keep)"), ui.accordion(*panels, id="filters", open=False, multiple=True)]
     years = ds.years()
     if years is not None and years[0] < years[1]:
         items.append(ui.input_slider("years", "Publication year", years[0], years[1],
@@ -90,7 +95,7 @@ def make_ui(ds: logic.Dataset):
     return ui.page_sidebar(
         _sidebar(ds),
         ui.tags.style(CSS),
-        ui.card(ui.card_header("Pooled estimate"), ui.output_ui("estimate")),
+        ui.card(ui.output_ui("estimate")),
         ui.navset_card_tab(
             ui.nav_panel("Forest plot", ui.output_ui("forest"), _downloads(), value="forest"),
             ui.nav_panel("Funnel and bias", ui.output_ui("funnel"), value="funnel"),
@@ -160,14 +165,20 @@ def make_server(ds: logic.Dataset):
                              "kept apart, as on the command line; tick them under Outcome "
                              "domain to include them.")
             return ui.div(
-                ui.p(("r = " if ds.measure == "ZCOR" else "estimate = ") + headline,
-                     class_="ma-headline", id="estimate-r",
-                     data_value=repr(float(bt["estimate"])),
-                     data_z=repr(float(d["estimate"])), data_k=str(d["k"])),
-                ui.tags.table(*[ui.tags.tr(ui.tags.td(a), ui.tags.td(b)) for a, b in rows],
-                              class_="ma-summary"),
-                *[ui.p(n, class_="ma-sub") for n in notes],
-                ui.p("The same numbers from the command line:", class_="ma-sub mb-0 mt-2"),
+                ui.div(
+                    ui.div(ui.p(("r = " if ds.measure == "ZCOR" else "estimate = ") + headline,
+                                class_="ma-headline", id="estimate-r",
+                                data_value=repr(float(bt["estimate"])),
+                                data_z=repr(float(d["estimate"])), data_k=str(d["k"])),
+                           ui.p("k = " + rows[0][1] + (" findings" if rows[0][1].isdigit() else "")
+                                + ("" if ds.measure != "ZCOR" else "; pooled on Fisher's z"),
+                                class_="ma-sub"),
+                           class_="ma-head"),
+                    ui.tags.table(*[ui.tags.tr(ui.tags.td(a), ui.tags.td(b))
+                                    for a, b in rows[2:]], class_="ma-summary"),
+                    class_="ma-estimate"),
+                *[ui.p(n, class_="ma-sub mb-1") for n in notes],
+                ui.p("The same numbers from the command line:", class_="ma-sub mb-0 mt-1"),
                 ui.pre(cmd, class_="ma-cmd", id="command"),
             )
 

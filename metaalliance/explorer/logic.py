@@ -242,7 +242,6 @@ def select(ds: Dataset, view: View) -> Selected:
         counts = df["citekey"].value_counts()
         labels = [f"{lab} {fid}" if counts[ck] > 1 else lab
                   for lab, fid, ck in zip(df["label"], df["finding_id"], df["citekey"])]
-        df = df.assign(label=labels)
     else:
         labels = list(df["label"])
     return Selected(frame=df, yi=df["yi"].to_numpy(dtype=float),
@@ -401,15 +400,23 @@ def summary_rows(ds: Dataset, fitted: Fitted) -> list:
 
 # --- figures ---------------------------------------------------------------------------------
 
-def _forest_columns(ds: Dataset, fitted: Fitted) -> list:
+def _forest_columns(fitted: Fitted, width_mm: float) -> list:
+    """The forest columns: instrument, rater, n, weight and the CI at 174 mm; fewer where a
+    narrower figure cannot hold them (``plots`` refuses columns that do not fit)."""
     if "aggregate" in fitted.numbers:
-        return ["k", "weight", "ci"]
-    cols = [c for c in ("instrument", "rater", "n") if c in fitted.data.columns]
-    return cols + ["weight", "ci"]
+        cols = ["k", "weight", "ci"]
+    else:
+        cols = [c for c in ("instrument", "rater", "n") if c in fitted.data.columns]
+        cols += ["weight", "ci"]
+    if width_mm < 100:
+        cols = [c for c in cols if c in ("n", "k", "ci")]
+    elif width_mm < 150:
+        cols = [c for c in cols if c not in ("instrument",)]
+    return cols
 
 
 def forest_kwargs(ds: Dataset, fitted: Fitted, width_mm: float = 174.0) -> dict:
-    return dict(data=fitted.data, columns=_forest_columns(ds, fitted), sort="estimate",
+    return dict(data=fitted.data, columns=_forest_columns(fitted, width_mm), sort="estimate",
                 group_by=fitted.group_by if fitted.group_by in fitted.data.columns else "label",
                 width=float(width_mm))
 
@@ -496,7 +503,10 @@ def bias_view(ds: Dataset, view: View, sel: Selected) -> BiasView:
 def funnel_figure(ds: Dataset, bv: BiasView, width_mm: float = 84.0):
     from metaalliance.figures import plots
 
-    return plots.funnel_plot(bv.fit, trimfill=bv.trimfill, width=float(width_mm)).figure
+    # square: at funnel_plot's default height (0.8 x width) the seven legend entries that
+    # trim-and-fill brings are cut at the bottom (reported; `metaalliance funnel` has it too)
+    return plots.funnel_plot(bv.fit, trimfill=bv.trimfill, width=float(width_mm),
+                             height_mm=max(0.8 * float(width_mm), 84.0)).figure
 
 
 def bias_rows(ds: Dataset, bv: BiasView) -> list:
