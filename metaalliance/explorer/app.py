@@ -14,8 +14,8 @@ CSS = """
 .ma-headline { font-size: 1.6rem; font-weight: 600; margin: 0; white-space: nowrap; }
 .ma-estimate { display: flex; flex-wrap: wrap; gap: .25rem 2.5rem; align-items: flex-start; }
 .ma-head { min-width: 14rem; }
-.sidebar-title { font-size: 1.1rem; }
-.bslib-sidebar-layout > .sidebar h6 { margin: .25rem 0; font-weight: 600; }
+.ma-side-title { font-weight: 600; margin: 0 0 .25rem 0; }
+.ma-forest-wrap { overflow-x: auto; }
 .ma-sub { color: #555; font-size: .9rem; }
 .ma-summary td { padding: .1rem .75rem .1rem 0; vertical-align: top; }
 .ma-summary td:first-child { color: #555; white-space: nowrap; }
@@ -25,12 +25,17 @@ CSS = """
 #forest-img { width: 100%; max-width: 1000px; }
 .ma-table { font-size: .85rem; }
 .ma-table td, .ma-table th { padding: .2rem .4rem; }
+.ma-table td { max-width: 16rem; overflow-wrap: break-word; }
+.ma-source { word-break: break-all; }
 .ma-scroll { overflow-x: auto; }
 .ma-downloads { display: flex; flex-wrap: wrap; gap: .5rem; align-items: end; margin-top: .5rem; }
 .ma-downloads .form-group, .ma-downloads .shiny-input-container { margin-bottom: 0; }
 .accordion-button { padding: .4rem .75rem; font-size: .9rem; }
 .accordion-body { padding: .4rem .75rem; }
 .accordion-body .shiny-options-group { font-size: .85rem; }
+@media (max-width: 575.98px) {
+  #forest-img { width: 720px; max-width: none; }
+}
 """
 
 
@@ -50,14 +55,14 @@ def _sidebar(ds: logic.Dataset):
             title, ui.input_checkbox_group(f"tag_{fld}", None, _count_choices(counts),
                                            selected=selected),
             value=fld))
-    items = [ui.h6("Findings (tick the levels to keep)"), ui.accordion(*panels, id="filters", open=False, multiple=True)]
+    items = [ui.p("Findings: tick the levels to keep", class_="ma-side-title"), ui.accordion(*panels, id="filters", open=False, multiple=True)]
     years = ds.years()
     if years is not None and years[0] < years[1]:
         items.append(ui.input_slider("years", "Publication year", years[0], years[1],
                                      value=list(years), step=1, sep=""))
     models = ds.models()
     items += [
-        ui.h6("Model", class_="mt-2"),
+        ui.p("Model", class_="ma-side-title mt-2"),
         ui.input_select("method", "Estimator (tau²)", {m: m for m in METHODS},
                         selected="REML"),
         ui.input_radio_buttons("test", "Test", {t: {"z": "z (normal)",
@@ -70,7 +75,7 @@ def _sidebar(ds: logic.Dataset):
                              ui.input_numeric("rho", "rho (within-sample correlation)", 0.5,
                                               min=-0.99, max=0.99, step=0.1)),
     ]
-    return ui.sidebar(*items, width=310, open="desktop", title="Selection")
+    return ui.sidebar(*items, width=310, open="desktop")
 
 
 def _downloads():
@@ -95,6 +100,8 @@ def make_ui(ds: logic.Dataset):
     return ui.page_sidebar(
         _sidebar(ds),
         ui.tags.style(CSS),
+        ui.p("Tap \u203a at the top left for the filters and the model.",
+             class_="ma-sub d-sm-none mb-0"),
         ui.card(ui.output_ui("estimate")),
         ui.navset_card_tab(
             ui.nav_panel("Forest plot", ui.output_ui("forest"), _downloads(), value="forest"),
@@ -190,8 +197,10 @@ def make_server(ds: logic.Dataset):
             fig = logic.forest_figure(ds, f, 174.0, preview=True)
             note = (f"k = {f.fit.k}: the preview shows the pooled rows only; the download "
                     "has every finding." if f.fit.k > logic.PREVIEW_MAX_ROWS else "")
-            return ui.div(ui.img(src=logic.png_data_uri(fig), id="forest-img",
-                                 class_="ma-figure", alt="Forest plot of the selection"),
+            return ui.div(ui.div(ui.img(src=logic.png_data_uri(fig), id="forest-img",
+                                        class_="ma-figure",
+                                        alt="Forest plot of the selection"),
+                                 class_="ma-forest-wrap"),
                           ui.p(note, class_="ma-sub") if note else None)
 
         @render.ui
@@ -295,20 +304,20 @@ def make_server(ds: logic.Dataset):
         def _fname(stem):
             return f"{stem}-{input.width()}mm.{input.fmt()}"
 
-        @render.download(filename=lambda: _fname("forest"))
+        @render.download_button(filename=lambda: _fname("forest"))
         def dl_forest():
             f = fitted()
             req(f.fit is not None)
             yield logic.forest_download(ds, f, input.fmt(), float(input.width()))
 
-        @render.download(filename=lambda: _fname("funnel"))
+        @render.download_button(filename=lambda: _fname("funnel"))
         def dl_funnel():
             bv = logic.bias_view(ds, view(), selected())
             req(bv.fit is not None)
             yield logic.figure_bytes(logic.funnel_figure(ds, bv, float(input.width())),
                                      input.fmt())
 
-        @render.download(filename="selection.csv")
+        @render.download_button(filename="selection.csv")
         def dl_csv():
             yield logic.selection_csv(selected())
 

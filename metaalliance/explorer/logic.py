@@ -42,8 +42,8 @@ WIDTHS_MM = (84, 129, 174)
 DOWNLOAD_FORMATS = ("pdf", "png", "svg")
 #: the findings table columns (curated data), with titles
 TABLE_COLUMNS = (("label", "Study"), ("finding_id", "Finding"), ("n", "N"), ("r", "r"),
-                 ("instrument", "Instrument"), ("rater", "Rater"), ("timing", "Timing"),
-                 ("outcome_measure", "Outcome"), ("locator", "Locator"), ("source", "Source"))
+                 ("source", "Source"), ("locator", "Locator"), ("instrument", "Instrument"),
+                 ("rater", "Rater"), ("timing", "Timing"), ("outcome_measure", "Outcome"))
 
 
 @dataclass(frozen=True)
