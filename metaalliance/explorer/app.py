@@ -197,7 +197,7 @@ def make_server(ds: logic.Dataset):
             fig = logic.forest_figure(ds, f, 174.0, preview=True)
             note = (f"k = {f.fit.k}: the preview shows the pooled rows only; the download "
                     "has every finding." if f.fit.k > logic.PREVIEW_MAX_ROWS else "")
-            return ui.div(ui.div(ui.img(src=logic.png_data_uri(fig), id="forest-img",
+            return ui.div(ui.div(ui.img(src=logic.svg_data_uri(fig), id="forest-img",
                                         class_="ma-figure",
                                         alt="Forest plot of the selection"),
                                  class_="ma-forest-wrap"),
@@ -213,7 +213,7 @@ def make_server(ds: logic.Dataset):
             rows = logic.bias_rows(ds, bv)
             return ui.div(
                 ui.layout_columns(
-                    ui.img(src=logic.png_data_uri(fig, 150), id="funnel-img",
+                    ui.img(src=logic.svg_data_uri(fig), id="funnel-img",
                            class_="ma-figure", alt="Funnel plot of the selection"),
                     ui.div(ui.tags.table(*[ui.tags.tr(ui.tags.td(a), ui.tags.td(b))
                                            for a, b in rows], class_="ma-summary"),

@@ -35,8 +35,6 @@ MODELS = {"independent": ("Findings independent (random effects)", None, False),
 #: a forest preview with more findings than this shows the pooled rows only (drawing 1,000
 #: rows takes half a minute); the download always has every finding
 PREVIEW_MAX_ROWS = 60
-#: resolution of the forest and funnel previews in the page
-PREVIEW_DPI = 110
 #: figure widths offered for downloads (mm): single, one and a half, double column
 WIDTHS_MM = (84, 129, 174)
 DOWNLOAD_FORMATS = ("pdf", "png", "svg")
@@ -432,16 +430,21 @@ def forest_figure(ds: Dataset, fitted: Fitted, width_mm: float = 174.0, preview=
     return plots.forest_plot(fitted.fit, **kw).figure
 
 
-def png_data_uri(fig, dpi: int = PREVIEW_DPI) -> str:
-    """A figure as a PNG data: URI for an <img> (rendered in memory, nothing written)."""
+def svg_data_uri(fig) -> str:
+    """A figure as an SVG data: URI for an <img>, text kept as text (the browser sets it with
+    Liberation Sans or a metric-compatible Arial/Helvetica). Three times cheaper than a PNG
+    for the server, which draws no glyphs; crisp at any zoom. Nothing is written."""
     import matplotlib
 
     from metaalliance.figures import plots
 
     buf = io.BytesIO()
-    with matplotlib.rc_context(plots.journal_rc()):
-        fig.savefig(buf, format="png", dpi=dpi)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    with matplotlib.rc_context({**plots.journal_rc(), "svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue().decode("utf-8").replace(
+        "font-family: 'Liberation Sans'",
+        "font-family: 'Liberation Sans', Arial, Helvetica, sans-serif")
+    return "data:image/svg+xml;base64," + base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def figure_bytes(figures, fmt: str, dpi: int = 600) -> bytes:

@@ -45,11 +45,15 @@ def run_json(command: str) -> dict:
 
 def shown(driver) -> dict:
     """What the page shows: the estimate (its full-precision value and its text) and the
-    command line."""
-    el = driver.find_element(By.ID, "estimate-r")
-    return {"r": float(el.get_attribute("data-value")), "z": float(el.get_attribute("data-z")),
-            "k": int(el.get_attribute("data-k")), "text": el.text,
-            "command": driver.find_element(By.ID, "command").text}
+    command line, read in one script so that both come from the same rendering."""
+    got = driver.execute_script("""
+        var e = document.getElementById('estimate-r'), c = document.getElementById('command');
+        if (!e || !c) { return null; }
+        return [e.dataset.value, e.dataset.z, e.dataset.k, e.innerText, c.innerText];""")
+    if not got:
+        raise LookupError("no estimate on the page")
+    return {"r": float(got[0]), "z": float(got[1]), "k": int(got[2]), "text": got[3].strip(),
+            "command": got[4].strip()}
 
 
 def open_page(driver, url):
@@ -111,7 +115,7 @@ def test_filter_change_equals_pool_json_and_draws_forest(explorer, driver):
     # the forest image is redrawn for the new selection and has loaded
     img = wait_for(lambda: (lambda e: e if e.get_attribute("src") != img0 else None)(
         driver.find_element(By.ID, "forest-img")), what="the new forest image")
-    assert img.get_attribute("src").startswith("data:image/png;base64,")
+    assert img.get_attribute("src").startswith("data:image/svg+xml;base64,")
     assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
                                  img) > 300
     # a model option too: three-level, findings within samples
