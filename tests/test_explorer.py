@@ -120,11 +120,25 @@ def test_fewer_than_two_findings_says_so(curated):
         logic.leave_one_out_rows(curated, one, logic.select(curated, one))
 
 
-def test_model_that_cannot_be_fitted_is_a_message(curated):
-    """The three-level model has REML and ML only: the app says what the command line says."""
+def test_model_that_cannot_be_fitted_is_a_message(curated, capsys):
+    """The three-level model has REML and ML only: the app says so (the command line refuses
+    the same options)."""
     view = logic.View(model="three_level_sample", method="DL")
     f = logic.fit_view(curated, view)
-    assert f.fit is None and "method: 'DL' is not one of" in f.message
+    assert f.fit is None
+    assert f.message == ("The three-level model is fitted by REML or ML (as metafor's rma.mv), "
+                         "not DL: choose REML or ML as the estimator, or another working model.")
+    assert cli.main(logic.command_line(curated, view).split()[1:]) == 1
+    assert "method: 'DL' is not one of REML, ML" in capsys.readouterr().err
+
+
+def test_model_errors_become_messages(curated):
+    """An engine error (a rho typed as 1: a singular covariance matrix) is shown as its one
+    line, never a traceback in the page."""
+    f = logic.fit_view(curated, logic.View(model="composite_sample", rho=1.0))
+    assert f.fit is None
+    assert f.message.startswith("This model cannot be fitted here: aggregate: rho = 1 makes "
+                                "the sampling covariance matrix of cluster ")
 
 
 def test_source_links_carry_the_doi(curated):
@@ -148,6 +162,9 @@ def test_downloads_are_valid_files(curated):
     assert png.startswith(b"\x89PNG")
     # 84 mm at 600 dpi: 1984 pixels wide
     assert int.from_bytes(png[16:20], "big") == round(84 / 25.4 * 600)
+    bv = logic.bias_view(curated, view, logic.select(curated, view))
+    assert bv.trimfill is not None and bv.egger is not None
+    assert logic.figure_bytes(logic.funnel_figure(curated, bv, 84), "pdf").startswith(b"%PDF-")
     csv = logic.selection_csv(logic.select(curated, view)).decode()
     assert csv.splitlines()[0].startswith("citekey,finding_id")
     assert len(csv.splitlines()) == 1 + 15

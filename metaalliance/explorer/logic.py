@@ -28,10 +28,10 @@ TAGS = (("diagnosis", "Diagnosis"), ("population", "Population"), ("setting", "S
         ("effect_type", "Effect type"), ("stat_type", "Statistic reported"),
         ("conversion", "How read (conversion)"))
 #: working models: key -> (title, cluster column or None, composite?)
-MODELS = {"independent": ("Findings independent (random effects)", None, False),
-          "three_level_sample": ("Three-level: findings within samples", "sample", False),
-          "three_level_study": ("Three-level: findings within studies", "citekey", False),
-          "composite_sample": ("One composite per sample, then random effects", "sample", True)}
+MODELS = {"independent": ("Findings independent", None, False),
+          "three_level_sample": ("Three-level, within samples", "sample", False),
+          "three_level_study": ("Three-level, within studies", "citekey", False),
+          "composite_sample": ("One composite per sample", "sample", True)}
 #: a forest preview with more findings than this shows the pooled rows only (drawing 1,000
 #: rows takes half a minute); the download always has every finding
 PREVIEW_MAX_ROWS = 60
@@ -323,6 +323,10 @@ def fit_view(ds: Dataset, view: View, sel: Selected | None = None) -> Fitted:
         return Fitted(message=_too_few(sel))
     _title, cluster, composite = MODELS[view.model]
     common = dict(method=view.method, level=view.level, measure=ds.measure)
+    if cluster and not composite and view.method not in ("REML", "ML"):
+        return Fitted(message=f"The three-level model is fitted by REML or ML (as metafor's "
+                              f"rma.mv), not {view.method}: choose REML or ML as the "
+                              "estimator, or another working model.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
