@@ -8,7 +8,6 @@ two browsers do not see each other's choices, and data/ is unchanged at the end.
 """
 
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import (HOW_TO_ENABLE, _missing, data_hash, new_driver, quit_driver,
-                             set_viewport, wait_for)
+from browser_helpers import (HOW_TO_ENABLE, ROOT, _missing, data_hash, new_driver,
+                             quit_driver, set_viewport, wait_for)
 
 if _missing():
     if os.environ.get("CI"):
@@ -31,6 +30,41 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 #: where the screenshots go when set (docs/explorer.png is made this way); else tmp_path
 SHOT_DIR = os.environ.get("METAALLIANCE_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def data_before():
+    return data_hash()
+
+
+@pytest.fixture(scope="module")
+def explorer(data_before):
+    """`metaalliance explore` on a free loopback port, in a subprocess; yields its URL."""
+    import tempfile
+
+    err = tempfile.TemporaryFile(mode="w+")     # never a full pipe that blocks the server
+    proc = subprocess.Popen([sys.executable, "-m", "metaalliance.cli", "explore", "--port", "0",
+                             "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        err.seek(0)
+        raise RuntimeError(f"explore did not start: {err.read()}")
+    url = json.loads(line)["url"]
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    err.close()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = new_driver()
+    yield d
+    quit_driver(d)
 
 
 def run_json(command: str) -> dict:
