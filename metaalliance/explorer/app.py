@@ -274,6 +274,8 @@ def make_server(ds: logic.Dataset):
                                      if url else str(v))
                     elif c == "r" and isinstance(v, float):
                         cells.append(f"{v:.3f}")
+                    elif isinstance(v, float) and v == v and v.is_integer():
+                        cells.append(str(int(v)))
                     elif v is None or (isinstance(v, float) and v != v):
                         cells.append("")
                     else:

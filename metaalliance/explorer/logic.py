@@ -430,7 +430,7 @@ def forest_figure(ds: Dataset, fitted: Fitted, width_mm: float = 174.0, preview=
 
     kw = forest_kwargs(ds, fitted, width_mm)
     if preview and fitted.fit.k > PREVIEW_MAX_ROWS:
-        kw["show_studies"] = False
+        kw.update(show_studies=False, columns=["weight", "ci"])
     return plots.forest_plot(fitted.fit, **kw).figure
 
 
