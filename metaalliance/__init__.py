@@ -22,6 +22,8 @@ _API = {
     "convert": "metaalliance.dataset.effectsize",
     "r_to_z": "metaalliance.dataset.effectsize",
     "z_to_r": "metaalliance.dataset.effectsize",
+    "import_sheet": "metaalliance.dataset.intake",
+    "export_sheet": "metaalliance.dataset.intake_write",
     # the engine
     "random_effects": "metaalliance.engine.models",
     "meta_regression": "metaalliance.engine.models",

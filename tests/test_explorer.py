@@ -34,15 +34,19 @@ def _curated(**kw):
     return logic.load_dataset(ns)
 
 
-def _pool_json(command: str, capsys) -> dict:
-    """Run a command line the explorer shows (in this process) and parse its JSON."""
+def _pool_json(command: str, capsys, stderr=None) -> dict:
+    """Run a command line the explorer shows (in this process) and parse its JSON; the
+    `warning:` lines it printed are appended to ``stderr`` (a list) when given."""
     import shlex
 
     argv = shlex.split(command)
     assert argv[0] == "metaalliance"
     capsys.readouterr()
     assert cli.main(argv[1:]) == 0
-    return json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    if stderr is not None:
+        stderr += [ln for ln in out.err.splitlines() if ln.startswith("warning: ")]
+    return json.loads(out.out)
 
 
 def _close(a, b, path=""):
@@ -84,8 +88,11 @@ def test_every_view_equals_its_command_line(curated, spec, capsys):
     fitted = logic.fit_view(curated, view)
     assert fitted.message is None
     command = logic.command_line(curated, view)
-    out = _pool_json(command, capsys)
+    warned = []
+    out = _pool_json(command, capsys, warned)
     _close(fitted.numbers, out)
+    # the page shows the warnings the command line prints
+    assert [f"warning: {cli.one_line(w)}" for w in fitted.warnings] == warned
     assert not any(isinstance(x, float) and math.isnan(x) for x in out.values())
 
 
@@ -97,7 +104,10 @@ def test_default_view_is_plain_pool(curated, capsys):
                                   model="independent", rho=0.5)
     assert logic.command_line(curated, view) == "metaalliance pool --json"
     sel = logic.select(curated, view)
-    assert sel.apart == 4 and sel.k == 15
+    from metaalliance.options import SEPARATE_DOMAINS
+
+    apart = int(curated.frame["outcome_domain"].isin(SEPARATE_DOMAINS).sum())
+    assert apart > 0 and sel.apart == apart and sel.k == len(curated.frame) - apart
     assert logic.fit_view(curated, view).numbers == _pool_json("metaalliance pool --json", capsys)
 
 
@@ -165,9 +175,16 @@ def test_downloads_are_valid_files(curated):
     bv = logic.bias_view(curated, view, logic.select(curated, view))
     assert bv.trimfill is not None and bv.egger is not None
     assert logic.figure_bytes(logic.funnel_figure(curated, bv, 84), "pdf").startswith(b"%PDF-")
-    csv = logic.selection_csv(logic.select(curated, view)).decode()
+    sel = logic.select(curated, view)
+    csv = logic.selection_csv(sel).decode()
     assert csv.splitlines()[0].startswith("citekey,finding_id")
-    assert len(csv.splitlines()) == 1 + 15
+    import io
+
+    import pandas as pd
+
+    back = pd.read_csv(io.StringIO(csv))
+    assert list(back["finding_id"]) == list(sel.frame["finding_id"])
+    assert back["yi"].to_numpy() == pytest.approx(sel.yi, rel=1e-15)
 
 
 def test_csv_dataset_views_equal_command_line(tmp_path, capsys):

@@ -166,7 +166,7 @@ def make_server(ds: logic.Dataset):
             bt = d.get("back_transformed") or d
             rows = logic.summary_rows(ds, f)
             headline = rows[1][1]
-            notes = []
+            notes = [f"warning: {w}" for w in f.warnings]
             if selected().apart:
                 notes.append(f"{selected().apart} adherence/retention/dropout finding(s) are "
                              "kept apart, as on the command line; tick them under Outcome "

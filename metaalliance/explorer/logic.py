@@ -18,7 +18,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 
-from metaalliance.errors import DataError, MetaAllianceError
+from metaalliance.errors import DataError, MetaAllianceError, MetaAllianceWarning
 
 #: the tags the sidebar filters on, in order, with their titles (curated data; a CSV gets the
 #: ones among its columns)
@@ -299,6 +299,7 @@ class Fitted:
     numbers: dict = field(default_factory=dict)  # as `pool --json` prints them
     message: str | None = None     # the reason there is no fit (fewer than 2 findings ...)
     group_by: str = "citekey"
+    warnings: tuple = ()           # what the command line prints as `warning: ...`
 
 
 def _too_few(sel: Selected) -> str:
@@ -313,10 +314,8 @@ def _too_few(sel: Selected) -> str:
 
 def fit_view(ds: Dataset, view: View, sel: Selected | None = None) -> Fitted:
     """The pooled model of a view, as ``metaalliance pool`` (with --cluster or --aggregate
-    for the working models) fits it."""
+    for the working models) fits it; the warnings the command line prints come along."""
     import warnings
-
-    from metaalliance.engine import models
 
     sel = select(ds, view) if sel is None else sel
     if sel.k < 2:
@@ -328,33 +327,40 @@ def fit_view(ds: Dataset, view: View, sel: Selected | None = None) -> Fitted:
                               f"rma.mv), not {view.method}: choose REML or ML as the "
                               "estimator, or another working model.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if composite:
-                from metaalliance.commands.pool import composite_fit
-
-                fit, data = composite_fit(sel.frame, sel.yi, sel.vi, cluster, view.rho,
-                                          test=view.test, control=view.control, **common)
-                numbers = fit.to_dict()
-                numbers["omitted"] = ds.omitted
-                numbers["aggregate"] = {"cluster": cluster, "rho": view.rho,
-                                        "k_findings": sel.k}
-                return Fitted(fit=fit, data=data, numbers=numbers, group_by="citekey")
-            if cluster:
-                fit = models.three_level(sel.yi, sel.vi,
-                                         sel.frame[cluster].astype(str).to_numpy(),
-                                         test="t" if view.test == "knha" else view.test,
-                                         labels=sel.labels, **common)
-                numbers = fit.to_dict()
-                numbers.setdefault("omitted", ds.omitted)
-                return Fitted(fit=fit, data=sel.frame, numbers=numbers, group_by=cluster)
-            fit = models.random_effects(sel.yi, sel.vi, test=view.test, labels=sel.labels,
-                                        control=view.control, **common)
-            fit = dataclasses.replace(fit, omitted=ds.omitted)
-            return Fitted(fit=fit, data=sel.frame, numbers=fit.to_dict(),
-                          group_by="citekey" if "citekey" in sel.frame.columns else "label")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = _fit(ds, view, sel, cluster, composite, common)
     except MetaAllianceError as exc:
         return Fitted(message=f"This model cannot be fitted here: {exc}")
+    seen = tuple(dict.fromkeys(str(w.message) for w in caught
+                               if issubclass(w.category, MetaAllianceWarning)))
+    return dataclasses.replace(fitted, warnings=seen)
+
+
+def _fit(ds, view, sel, cluster, composite, common) -> Fitted:
+    from metaalliance.engine import models
+
+    if composite:
+        from metaalliance.commands.pool import composite_fit
+
+        fit, data = composite_fit(sel.frame, sel.yi, sel.vi, cluster, view.rho,
+                                  test=view.test, control=view.control, **common)
+        numbers = fit.to_dict()
+        numbers["omitted"] = ds.omitted
+        numbers["aggregate"] = {"cluster": cluster, "rho": view.rho, "k_findings": sel.k}
+        return Fitted(fit=fit, data=data, numbers=numbers, group_by="citekey")
+    if cluster:
+        fit = models.three_level(sel.yi, sel.vi, sel.frame[cluster].astype(str).to_numpy(),
+                                 test="t" if view.test == "knha" else view.test,
+                                 labels=sel.labels, **common)
+        numbers = fit.to_dict()
+        numbers.setdefault("omitted", ds.omitted)
+        return Fitted(fit=fit, data=sel.frame, numbers=numbers, group_by=cluster)
+    fit = models.random_effects(sel.yi, sel.vi, test=view.test, labels=sel.labels,
+                                control=view.control, **common)
+    fit = dataclasses.replace(fit, omitted=ds.omitted)
+    return Fitted(fit=fit, data=sel.frame, numbers=fit.to_dict(),
+                  group_by="citekey" if "citekey" in sel.frame.columns else "label")
 
 
 def independent_fit(ds: Dataset, view: View, sel: Selected):
