@@ -311,3 +311,15 @@ def test_explore_serves_and_ctrl_c_stops_cleanly():
     assert rc in (0, 130), err
     assert "Traceback" not in err
     assert err.strip() in ("", "interrupted")
+
+
+def test_start_up_where_and_all_domains_stay_in_the_command(capsys):
+    """`explore --where population=adult --all-domains`: always applied, always reproduced."""
+    ds = _curated(where=["population=adult,unspecified"], all_domains=True)
+    view = logic.view_from_inputs(ds, {"rater": ["client"]}, method="PM")
+    command = logic.command_line(ds, view)
+    assert command == ("metaalliance pool --where population=adult,unspecified "
+                       "--where rater=client --all-domains --method PM --json")
+    sel = logic.select(ds, view)
+    assert sel.apart == 0 and set(sel.frame["population"]) <= {"adult", "unspecified"}
+    _close(logic.fit_view(ds, view).numbers, _pool_json(command, capsys))

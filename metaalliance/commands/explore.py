@@ -33,7 +33,8 @@ def register(sub, common):
                    help="address to listen on (default 127.0.0.1: this machine only; the app "
                         "has no login, so think twice before 0.0.0.0)")
     p.add_argument("--json", action="store_true",
-                   help="print the address as one JSON line ({\"url\": ..., \"k\": ...}) "
+                   help="print the address as one JSON line ({\"url\": ..., \"source\": ..., "
+                        "\"rows\": ...}) "
                         "once the app listens")
     p.set_defaults(run=run)
 
