@@ -22,6 +22,7 @@ _API = {
     "convert": "metaalliance.dataset.effectsize",
     "r_to_z": "metaalliance.dataset.effectsize",
     "z_to_r": "metaalliance.dataset.effectsize",
+    "to_pymare": "metaalliance.dataset.interop",
     # the engine
     "random_effects": "metaalliance.engine.models",
     "meta_regression": "metaalliance.engine.models",
