@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "convert", "pool", "bias", "sensitivity", "forest",
-            "funnel", "report")
+            "funnel", "report", "export")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
 
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
 Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
+            metaalliance export --r DIR                (an R script that checks them in metafor)
 Authors:    metaalliance forest | funnel | report      (figures and the full report)
 
 Without --data every command works on the curated dataset (data/findings + references.bib).
