@@ -236,14 +236,14 @@ def check_output_path(args) -> None:
     Protected: the shipped data/ folder and references.bib, the ``--findings`` folder and
     ``--bib`` file of this run, and the ``--data`` CSV. Raises OptionError.
     """
+    out = getattr(args, "out", None)
+    if not out:
+        return
     from pathlib import Path
 
     from metaalliance.errors import OptionError
     from metaalliance.dataset.findings import DEFAULT_BIB, DEFAULT_FINDINGS, display_path, is_inside
 
-    out = getattr(args, "out", None)
-    if not out:
-        return
     folders = [DEFAULT_FINDINGS.parent]
     if getattr(args, "findings", None):
         folders.append(Path(args.findings))
