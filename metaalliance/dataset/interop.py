@@ -8,9 +8,14 @@ pool (``tests/test_interop.py`` checks that its DL, HE, ML and REML estimates eq
 PyMARE is imported here only, on the first call: it takes seconds to import (it loads
 scipy.stats, pandas and wrapt), which no command should pay at start-up.
 
->>> ds = to_pymare([0.1, 0.3, 0.2], [0.01, 0.02, 0.015])       # doctest: +SKIP
->>> ds.y.ravel().tolist()                                       # doctest: +SKIP
-[0.1, 0.3, 0.2]
+Example (PyMARE's REML on our numbers)::
+
+    from metaalliance import random_effects, to_pymare
+    from pymare.estimators import VarianceBasedLikelihoodEstimator
+
+    fit = random_effects(yi, vi)
+    est = VarianceBasedLikelihoodEstimator("REML").fit_dataset(to_pymare(fit))
+    est.summary().tau2          # fit.tau2 within PyMARE's search tolerance
 """
 
 from __future__ import annotations
