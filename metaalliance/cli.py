@@ -271,7 +271,7 @@ def _error_lines(exc, args) -> list[str]:
     lines = [one_line(exc)] if str(exc) else [type(exc).__name__]
     data = getattr(args, "data", None)
     if data and isinstance(exc, (DataError, ModelError)):
-        from metaalliance.dataset.findings import display_path
+        from metaalliance.dataset.fileio import display_path
 
         name = display_path(data)
         lines = [ln if ln.startswith(name + ":") else f"{name}: {ln}" for ln in lines]

@@ -61,13 +61,8 @@ FINDING_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 SOURCE_RE = re.compile(r"^(doi:10\.\S+/\S+|url:https?://\S+)$")
 
 
-def display_path(path) -> str:
-    """A path as the user would type it: relative to the working directory when below it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+# path helpers live in fileio (a CSV needs them without PyYAML); re-exported here
+from metaalliance.dataset.fileio import display_path, is_inside  # noqa: E402,F401
 
 
 # --- references.bib ----------------------------------------------------------------------------
@@ -596,12 +591,6 @@ def data_hash(findings_dir=None, bib=None) -> str:
     if Path(bib).is_file():
         h.update(Path(bib).read_bytes())
     return h.hexdigest()
-
-
-def is_inside(path, folder) -> bool:
-    """True when ``path`` is ``folder`` or lies below it (after resolving links)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
 
 
 __all__ = ["load", "validate", "read_dataset", "parse_bib", "read_bib", "data_hash",
