@@ -10,7 +10,6 @@ log(sigma2) and ends at ~1e-10-1e-12, never 0).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 from pathlib import Path
