@@ -11,7 +11,9 @@ metafor's defaults (fast items: the same repeats; the long ones once) and the tw
 printed side by side. Without Rscript + metafor the table has the Python column only.
 
 ``--quick`` skips metafor's slowest items (permutest, leave1out, influence, the k = 5000
-fit: minutes in R). Results: a table on stdout and ``benchmarks/out/results.json``.
+fit: minutes in R). Results: a table on stdout and ``benchmarks/out/results.json``. The
+start-up table (``benchmarks/startup.py``: every command as a new process, and what it
+imports) comes last.
 """
 
 from __future__ import annotations
@@ -476,12 +478,22 @@ def main(argv=None) -> int:
         for line in lines:
             print(" | ".join(c.ljust(w) for c, w in zip(line, widths)))
 
+    # start-up: whole-process time per command (benchmarks/startup.py); R's whole-process
+    # leave1out + influence is one of metafor's slow items, so --quick skips it
+    from .startup import measure as startup_measure, report as startup_report
+
+    log("start-up (whole process per command):")
+    startup = startup_measure(args.repeats, with_r=bool(metafor_version) and not args.quick,
+                              log=log)
+    print()
+    print(startup_report(startup))
+
     out = {"date": started.isoformat(timespec="seconds"), "machine": info, "data": LABEL,
            "seed": SEED, "k": K, "quick": args.quick, "repeats": args.repeats,
            "metafor": metafor_version, "R": (r_out or {}).get("R"),
            "workloads": rows, "memory": memory,
            "scaling": srows,
-           "python_timings": times, "metafor_raw": r_out}
+           "python_timings": times, "metafor_raw": r_out, "startup": startup}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=float) + "\n")

@@ -24,6 +24,7 @@ _API = {
     "z_to_r": "metaalliance.dataset.effectsize",
     "import_sheet": "metaalliance.dataset.intake",
     "export_sheet": "metaalliance.dataset.intake_write",
+    "to_pymare": "metaalliance.dataset.interop",
     # the engine
     "random_effects": "metaalliance.engine.models",
     "meta_regression": "metaalliance.engine.models",

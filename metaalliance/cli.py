@@ -26,6 +26,7 @@ Process-outcome meta-analysis of the therapeutic alliance.
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
 Teams:      metaalliance add --file SHEET | agree | diff | export   (sheets, double extraction)
 Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
+            metaalliance export --r DIR                (an R script that checks them in metafor)
 Authors:    metaalliance forest | funnel | prisma | report  (figures and the full report)
 Everyone:   metaalliance explore                       (the dataset in the browser)
 
@@ -237,14 +238,14 @@ def check_output_path(args) -> None:
     Protected: the shipped data/ folder and references.bib, the ``--findings`` folder and
     ``--bib`` file of this run, and the ``--data`` CSV. Raises OptionError.
     """
+    out = getattr(args, "out", None)
+    if not out:
+        return
     from pathlib import Path
 
     from metaalliance.errors import OptionError
     from metaalliance.dataset.findings import DEFAULT_BIB, DEFAULT_FINDINGS, display_path, is_inside
 
-    out = getattr(args, "out", None)
-    if not out:
-        return
     folders = [DEFAULT_FINDINGS.parent]
     if getattr(args, "findings", None):
         folders.append(Path(args.findings))
@@ -272,7 +273,7 @@ def _error_lines(exc, args) -> list[str]:
     lines = [one_line(exc)] if str(exc) else [type(exc).__name__]
     data = getattr(args, "data", None)
     if data and isinstance(exc, (DataError, ModelError)):
-        from metaalliance.dataset.findings import display_path
+        from metaalliance.dataset.fileio import display_path
 
         name = display_path(data)
         lines = [ln if ln.startswith(name + ":") else f"{name}: {ln}" for ln in lines]

@@ -104,3 +104,20 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(Path(folder).rglob("*"))
             if p.is_file() and not p.name.endswith(".lock")}
+
+
+def patch_engine(monkeypatch, name, value) -> None:
+    """Set ``name`` to ``value`` in every engine module that holds it: ``estimators`` is a facade
+    over control/wls/tau2/subsets/design, each of which reads its own (imported) global."""
+    import importlib
+    import pkgutil
+
+    import metaalliance.engine as engine
+
+    hit = False
+    for info in pkgutil.iter_modules(engine.__path__):
+        module = importlib.import_module(f"metaalliance.engine.{info.name}")
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+            hit = True
+    assert hit, f"no engine module has {name}"

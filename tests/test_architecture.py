@@ -22,7 +22,7 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 MAX_LINES = 800
 #: modules over MAX_LINES that another engineer of issue 16 is splitting (i16b: estimators;
 #: i13: models, multilevel). Delete an entry once its split has landed.
-PENDING_SPLITS = {"engine/estimators.py", "engine/models.py", "engine/multilevel.py"}
+PENDING_SPLITS = {"engine/models.py", "engine/multilevel.py"}
 
 
 def module_files() -> dict:

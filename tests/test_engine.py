@@ -23,6 +23,7 @@ from metaalliance.engine import estimators as est
 from metaalliance.engine import models
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from metaalliance.options import METHODS
+from conftest import patch_engine
 
 RTOL = 1e-6
 #: batch and single fits run the same arithmetic on differently shaped arrays; einsum/BLAS may
@@ -273,10 +274,10 @@ def test_identical_effects():
 
 def test_dl_fallback_when_estimation_fails(monkeypatch):
     """If even the safeguarded step fails, DL is used with a warning and flagged."""
-    monkeypatch.setattr(est, "MF_MAXITER", 0)      # metafor's default control fails too
-    monkeypatch.setattr(est, "MAXITER", 1)
-    monkeypatch.setattr(est, "CONV_TOL_ACCEPT", 0.0)
-    monkeypatch.setattr(est, "_score_root",
+    patch_engine(monkeypatch, "MF_MAXITER", 0)      # metafor's default control fails too
+    patch_engine(monkeypatch, "MAXITER", 1)
+    patch_engine(monkeypatch, "CONV_TOL_ACCEPT", 0.0)
+    patch_engine(monkeypatch, "_score_root",
                         lambda method, Yc, *a: (np.zeros(Yc.shape[1]), np.zeros(Yc.shape[1], bool)))
     with pytest.warns(MetaAllianceWarning, match="REML estimation of tau\\^2 did not converge; "
                                                  "using the DL estimate"):

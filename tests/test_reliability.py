@@ -27,6 +27,7 @@ from metaalliance.analyses import sensitivity
 from metaalliance.dataset import tabular
 from metaalliance.cli import main
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
+from conftest import patch_engine
 
 REF = json.loads((Path(__file__).parent / "reference" / "reliability.json").read_text())["cases"]
 RTOL = 1e-6
@@ -471,10 +472,10 @@ def test_moderator_api_messages():
 @pytest.fixture
 def reml_fails(monkeypatch):
     """Make every iterative tau^2 estimation fail (as test_engine's DL-fallback test)."""
-    monkeypatch.setattr(estimators, "MF_MAXITER", 0)     # metafor's default control fails
-    monkeypatch.setattr(estimators, "MAXITER", 1)
-    monkeypatch.setattr(estimators, "CONV_TOL_ACCEPT", 0.0)
-    monkeypatch.setattr(estimators, "_score_root",
+    patch_engine(monkeypatch, "MF_MAXITER", 0)     # metafor's default control fails
+    patch_engine(monkeypatch, "MAXITER", 1)
+    patch_engine(monkeypatch, "CONV_TOL_ACCEPT", 0.0)
+    patch_engine(monkeypatch, "_score_root",
                         lambda method, Yc, *a: (np.zeros(Yc.shape[1]),
                                                 np.zeros(Yc.shape[1], bool)))
 

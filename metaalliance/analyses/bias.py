@@ -215,7 +215,7 @@ def rank_test(fit, exact: bool = True) -> RankTestResult:
     R's normal approximation with the tie-corrected variance of S. (R warns "Cannot compute
     exact p-value with ties" there; ``exact`` then is False.)
     """
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     yi, vi, *_ = _fit_info(fit)
     n = yi.size
@@ -438,7 +438,7 @@ class RegressionLine:
 
 
 def _wls_line(yi, vi, x, predictor, level) -> RegressionLine:
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     k = yi.size
     if k < 3:
@@ -505,7 +505,7 @@ class PetPeeseResult:
 
 def pet_peese(fit, alpha: float = ALPHA) -> PetPeeseResult:
     """PET (y on se) and PEESE (y on v), WLS with weights 1/v, and the conditional estimate."""
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     yi, vi, method, test, level, _ = _fit_info(fit)
     if not 0 < alpha < 1:
@@ -569,7 +569,7 @@ def fail_safe_n(fit, alpha: float = ALPHA, target: Optional[float] = None) -> Fa
 
     Orwin's N is None (metafor: Inf) when ``target`` is 0.
     """
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     yi, vi, *_ = _fit_info(fit)
     if not 0 < alpha < 1:

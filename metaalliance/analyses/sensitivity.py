@@ -317,7 +317,7 @@ def influence(fit, progress: Progress = None, control=None) -> InfluenceResult:
 
 
 def _influence(parts) -> InfluenceResult:
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     yi, vi, method, test, level, labels, dl, control = parts
     k = len(yi)

@@ -34,6 +34,21 @@ def _replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
+def display_path(path) -> str:
+    """A path as the user would type it: relative to the working directory when below it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def is_inside(path, folder) -> bool:
+    """True when ``path`` is ``folder`` or lies below it (after resolving links)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def atomic_write(path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` atomically (same-folder temp file + os.replace)."""
     path = Path(path)

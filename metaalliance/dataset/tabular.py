@@ -13,7 +13,6 @@ from pathlib import Path
 
 from metaalliance.errors import DataError, MetaAllianceWarning, OptionError
 from metaalliance.options import VI_MAX, VI_MIN, YI_MAX
-from metaalliance.dataset.findings import display_path
 
 #: a CSV larger than this is refused before reading
 MAX_CSV_BYTES = 200_000_000
@@ -25,6 +24,8 @@ MISSING = ("", "NA", "NAN", "NULL", ".")
 def read_csv(path):
     """Read a CSV as text cells (no type guessing), with clear errors."""
     import pandas as pd
+
+    from metaalliance.dataset.fileio import display_path
 
     path = Path(path)
     name = display_path(path)
@@ -88,6 +89,7 @@ def read_effects(path, *, r=None, n=None, yi=None, vi=None, label=None, where=()
     """Effect sizes from a CSV; returns the fields of ``cli.Selection``."""
     import numpy as np
 
+    from metaalliance.dataset.fileio import display_path
     from metaalliance.dataset.selection import apply_where
 
     name = display_path(path)

@@ -17,51 +17,16 @@ All functions are vectorised over columns like ``estimators`` (arrays of shape (
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 from metaalliance.engine import estimators as est
 from metaalliance.errors import OptionError
 from metaalliance.options import DEFAULT_CONTROL
 
 
-# Distribution functions through scipy.special, the very functions scipy.stats' chi2, norm,
-# t and f call (chi2._sf = chdtrc, chi2._isf = chdtri, chi2._ppf = 2 gammaincinv(df/2, p),
-# norm._sf(x) = ndtr(-x), norm._isf(q) = -ndtri(q), t._sf(x, df) = stdtr(df, -x),
-# t._isf(q, df) = -stdtrit(df, q), f._sf = fdtrc): the same numbers without the ~40 us of
-# argument checking per scipy.stats call, which dominated a single fit. Arguments are in
-# range by construction (df >= 1, probabilities in (0, 1), statistics >= 0 for chi2/F).
-
-
-def norm_sf(x):
-    return special.ndtr(-np.asarray(x, dtype=float))
-
-
-def norm_isf(q):
-    return -special.ndtri(q)
-
-
-def t_sf(x, df):
-    return special.stdtr(df, -np.asarray(x, dtype=float))
-
-
-def t_isf(q, df):
-    return -special.stdtrit(df, q)
-
-
-def chi2_sf(x, df):
-    return special.chdtrc(df, x)
-
-
-def chi2_isf(q, df):
-    return special.chdtri(df, q)
-
-
-def chi2_ppf(q, df):
-    return 2.0 * special.gammaincinv(np.asarray(df, dtype=float) / 2.0, q)
-
-
-def f_sf(x, dfn, dfd):
-    return special.fdtrc(dfn, dfd, x)
+# Distribution functions through scipy.special (the ufuncs scipy.stats calls, without its
+# import time and per-call argument checking): see engine/distributions.py.
+from metaalliance.engine.distributions import (  # noqa: E402,F401
+    chi2_isf, chi2_ppf, chi2_sf, f_sf, norm_isf, norm_sf, t_isf, t_sf)
 
 
 def level_alpha(level) -> tuple[float, float]:

@@ -970,7 +970,7 @@ def subgroups(yi, vi, groups, method="REML", test="z", level=95, tau2_model="sep
     g, levels = _levels(gs.reset_index(drop=True))
     if len(levels) < 2:
         raise ModelError(f"subgroups: {by!r} has {len(levels)} level(s); need at least 2")
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
     rows, models = [], {}
     if tau2_model == "separate":
         for lv in levels:

@@ -525,7 +525,7 @@ class ThreeLevelResult:
         z: yi, vi, se, ci; on r: tanh of them), metafor's weights (``weights(res)``, the
         diagonal of V^-1, percent) and row-sum weights (``type = "rowsum"``, percent)."""
         import pandas as pd
-        from scipy import stats
+        from metaalliance.engine import distributions as stats
 
         check_option("scale", scale, SCALES)
         if scale == "r" and self.measure != "ZCOR":
@@ -648,7 +648,7 @@ def three_level(yi, vi, cluster, method: str = "REML", test: str = "z", level=95
 
 def _assemble(b, theta, ev, reml, method, test, lv, alpha, Xd, names, intercept, yi, vi,
               labels_c, uniq, labels, measure, converged, optimizer, iters, parms):
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     k, p = b.k, b.p
     s1, s2 = float(theta[0]), float(theta[1])
@@ -902,7 +902,7 @@ class _UniFit(NamedTuple):
 
 def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, alpha,
                     mname, measure, beta=None):
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     k, p = X.shape
     model_codes = np.asarray(model_codes)

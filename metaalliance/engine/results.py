@@ -178,7 +178,7 @@ class RandomEffectsResult:
     def to_frame(self, scale: str = "z"):
         """Per-study table: label, effect (yi or r), CI (normal, as metafor's forest), weight %."""
         import pandas as pd
-        from scipy import stats
+        from metaalliance.engine import distributions as stats
 
         from metaalliance.errors import OptionError
         from metaalliance.options import check_option

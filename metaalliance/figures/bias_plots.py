@@ -54,7 +54,7 @@ def funnel_data(fit, trimfill=None, level: Optional[float] = None,
     vertices) of the bands p in (.05, .10], (.01, .05] and p < .01 on both sides of 0, each with
     its ``p_upper`` / ``p_lower`` bounds.
     """
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     yi = np.asarray(fit.yi, dtype=float)
     vi = np.asarray(fit.vi, dtype=float)

@@ -27,7 +27,7 @@ def _is_r_scale(result, scale: str) -> bool:
 
 
 def _crit(level: float) -> float:
-    from scipy.stats import norm
+    from metaalliance.engine.distributions import norm
 
     return float(norm.ppf(0.5 + float(level) / 200.0))
 

@@ -115,7 +115,7 @@ def _moderator(df, fld: str, cfg) -> tuple:
     intercept) and one estimate per level (the same model without intercept, sharing the
     variance components). Returns (Moderator, None) or (None, reason)."""
     import numpy as np
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     from metaalliance.engine.results import SubgroupEstimate, SubgroupResult
 
