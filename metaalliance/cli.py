@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "convert", "pool", "bias", "sensitivity", "forest",
-            "funnel", "report")
+            "funnel", "report", "multiverse")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
@@ -26,6 +26,7 @@ Process-outcome meta-analysis of the therapeutic alliance.
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
 Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
 Authors:    metaalliance forest | funnel | report      (figures and the full report)
+Multiverse: metaalliance multiverse                   (every specification, its curve)
 
 Without --data every command works on the curated dataset (data/findings + references.bib).
 Run `metaalliance COMMAND --help` for each command's options."""
