@@ -396,7 +396,7 @@ def _tasks(mv: Multiverse, chunk: int):
     for (model, method, test, bias), g in grouped:
         rows = g.index.to_numpy()
         subs = g["subset"].to_numpy()
-        if bias == "none" and model in ("univariate", "composite"):
+        if model in ("univariate", "composite") and bias != "3psm":
             tasks.append((model, method, test, bias, rows, subs))
         else:
             for a in range(0, rows.size, chunk):
@@ -404,24 +404,23 @@ def _tasks(mv: Multiverse, chunk: int):
     return tasks
 
 
-def _composite_arrays(y, v, codes, masks, rho):
-    """Per subset, the composites of its samples, padded into (kmax, S) arrays + mask."""
+def _stacked_composites(y, v, codes, masks, rho):
+    """The composites of every subset stacked into one dataset, and one block mask per
+    subset: subsets of one dataset again, so the batched kernels apply."""
     from metaalliance.engine.multilevel import aggregate
 
-    parts = []
+    ys, vs = [], []
     for m in masks:
         agg = aggregate(y[m], v[m], codes[m], rho=rho)
-        parts.append((agg.yi, agg.vi))
-    kmax = max(p[0].size for p in parts)
-    S = len(parts)
-    Y = np.zeros((kmax, S))
-    V = np.ones((kmax, S))
-    M = np.zeros((kmax, S), dtype=bool)
-    for j, (a, b) in enumerate(parts):
-        Y[:a.size, j] = a
-        V[:a.size, j] = b
-        M[:a.size, j] = True
-    return Y, V, M
+        ys.append(np.asarray(agg.yi))
+        vs.append(np.asarray(agg.vi))
+    sizes = np.array([a.size for a in ys])
+    ends = np.cumsum(sizes)
+    blocks = np.zeros((len(ys), int(ends[-1]) if len(ys) else 0), dtype=bool)
+    for j, (e, n) in enumerate(zip(ends, sizes)):
+        blocks[j, e - n:e] = True
+    return (np.concatenate(ys) if ys else np.zeros(0), np.concatenate(vs) if vs else
+            np.zeros(0), blocks)
 
 
 def _batch_numbers(res):
@@ -478,18 +477,11 @@ def _single(model, method, test, bias, y, v, codes, measure, level, rho, control
                 p=fit.pvalue, tau2=fit.tau2)
 
 
-def _pet_signs(y, v, masks, control):
-    """The sign of the univariate REML estimate of each subset (PET-PEESE's direction)."""
-    from metaalliance.engine import models
-
-    res = models.random_effects_batch(y, v, "REML", "z", mask=masks.T, control=control)
-    return np.where(res.estimate >= 0, 1.0, -1.0)
-
-
 def run_task(task, y, v, codes, masks, measure, level, rho, control):
     """Fit one work unit; returns (spec rows, {field: array}, failures, warning counts).
 
     ``masks`` holds the subsets of this task (in the order of the task's rows)."""
+    from metaalliance.analyses import multiverse_batch as mb
     from metaalliance.engine import models
 
     model, method, test, bias, rows, _subs = task
@@ -499,38 +491,38 @@ def run_task(task, y, v, codes, masks, measure, level, rho, control):
     wcount: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if bias == "none" and model in ("univariate", "composite"):
+        if model == "composite":
+            yb, vb, mb_ = _stacked_composites(y, v, codes, masks, rho)
+        else:
+            yb, vb, mb_ = y, v, masks
+        batched = model in ("univariate", "composite") and bias != "3psm"
+        if batched:
             try:
-                if model == "univariate":
-                    res = models.random_effects_batch(y, v, method, test, level=level,
-                                                      mask=masks.T, control=control)
+                if bias == "none":
+                    res = models.random_effects_batch(yb, vb, method, test, level=level,
+                                                      mask=mb_.T, control=control)
+                    got, fails = _batch_numbers(res), {}
+                elif bias == "trimfill":
+                    got, fails = mb.trimfill_batch(yb, vb, mb_, method, test, level, control)
                 else:
-                    Y, V, M = _composite_arrays(y, v, codes, masks, rho)
-                    res = models.random_effects_batch(Y, V, method, test, level=level, mask=M,
-                                                      control=control)
-                for f, a in _batch_numbers(res).items():
-                    out[f] = np.asarray(a, dtype=float)
+                    r0 = models.random_effects_batch(yb, vb, "REML", "z", mask=mb_.T,
+                                                     control=control)
+                    got, fails = mb.pet_peese_batch(yb, vb, mb_, r0.estimate, level)
+                for f in FIELDS:
+                    out[f] = np.asarray(got[f], dtype=float)
+                failures += [(int(rows[j]), why) for j, why in fails.items()]
             except MetaAllianceError:
-                # a batch-wide failure (e.g. knha undefined in one column): fit one by one
+                batched = False       # a batch-wide failure: fit one by one below
+        if not batched:
+            signs = np.ones(n)
+            if bias == "pet_peese":
                 for j in range(n):
                     try:
-                        vals = _single(model, method, test, bias, y[masks[j]], v[masks[j]],
-                                       codes[masks[j]], measure, level, rho, control, 1.0)
-                        for f in FIELDS:
-                            out[f][j] = np.nan if vals[f] is None else vals[f]
-                    except MetaAllianceError as exc:
-                        failures.append((int(rows[j]), str(exc)))
-        else:
-            signs = (_pet_signs(y, v, masks, control) if bias == "pet_peese" else
-                     np.ones(n))
-            if bias == "pet_peese" and model == "composite":
-                signs = np.ones(n)
-                for j in range(n):
-                    from metaalliance.engine.multilevel import aggregate
-                    agg = aggregate(y[masks[j]], v[masks[j]], codes[masks[j]], rho=rho)
-                    e = models.random_effects(agg.yi, agg.vi, "REML", "z",
-                                              control=control).estimate
-                    signs[j] = 1.0 if e >= 0 else -1.0
+                        e = models.random_effects(yb[mb_[j]], vb[mb_[j]], "REML", "z",
+                                                  control=control).estimate
+                        signs[j] = 1.0 if e >= 0 else -1.0
+                    except MetaAllianceError:
+                        pass
             for j in range(n):
                 m = masks[j]
                 try:

@@ -1,0 +1,113 @@
+"""Multiverse benchmarks (issue 14) on SIMULATED data (benchmarks/data.py; never real studies).
+
+    .venv/bin/python -m benchmarks.multiverse_bench             both targets
+    .venv/bin/python -m benchmarks.multiverse_bench --only fit  10,000 specifications only
+    .venv/bin/python -m benchmarks.multiverse_bench --replicates 100   a shorter bootstrap
+
+Targets: 10,000 specifications on k = 300 simulated findings in < 10 s; 1,000 bootstrap
+replicates of a 1,000-specification multiverse in < 5 min. Peak memory is the largest
+resident set size of this process and its worker processes (``resource.getrusage``), plus
+numpy's allocations seen by ``tracemalloc`` in the main process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.data import LABEL, simulate
+from metaalliance.analyses import multiverse as mvm
+
+#: extra SIMULATED tag columns (drawn by code, seeded) so the subsets cross five factors
+TIMINGS = ("early", "mid", "late")
+EFFECT_TYPES = ("zero_order", "partial")
+
+
+def frame(k=300, seed=20240606):
+    d = simulate(k, seed)
+    rng = np.random.default_rng(seed + 1)
+    df = pd.DataFrame({"instrument": d["instrument"], "rater": d["rater"],
+                       "modality": d["modality"], "study": d["study"],
+                       "timing": np.array(TIMINGS)[rng.integers(0, 3, k)],
+                       "effect_type": np.array(EFFECT_TYPES)[rng.integers(0, 2, k)]})
+    return df, d["yi"], d["vi"]
+
+
+#: the 10,000-specification multiverse: five which factors x the default how factors
+FIT_CONFIG = mvm.MultiverseConfig(
+    which=("instrument", "rater", "modality", "timing", "effect_type"),
+    methods=("REML", "DL", "PM"), models=("univariate", "three_level", "composite"),
+    tests=("z", "knha"), bias=("none", "trimfill", "pet_peese"), min_k=5, min_samples=3)
+#: the 1,000-specification multiverse of the bootstrap target
+BOOT_CONFIG = mvm.MultiverseConfig(
+    which=("instrument", "rater", "modality", "timing"),
+    methods=("REML", "DL", "PM"), models=("univariate", "three_level", "composite"),
+    tests=("z", "knha"), bias=("none", "trimfill", "pet_peese"), min_k=30, min_samples=3)
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def bench_fit(jobs: int) -> dict:
+    df, yi, vi = frame()
+    t0 = time.perf_counter()
+    mv = mvm.enumerate_specifications(df, yi, vi, df["study"], FIT_CONFIG)
+    t1 = time.perf_counter()
+    tracemalloc.start()
+    mvm.fit_specifications(mv, jobs=jobs)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    t2 = time.perf_counter()
+    counts = mv.specs.groupby(["model", "bias"]).size().to_dict()
+    return {"data": LABEL, "k": int(yi.size), "specifications": int(len(mv.specs)),
+            "subsets": int(mv.subsets.shape[0]), "failed": len(mv.failed),
+            "by_model_bias": {f"{a}/{b}": int(n) for (a, b), n in counts.items()},
+            "enumerate_s": t1 - t0, "fit_s": t2 - t1, "total_s": t2 - t0, "jobs": jobs,
+            "tracemalloc_peak_mb": peak / 2**20, "peak_rss_mb": peak_rss_mb(),
+            "target_s": 10.0, "met": (t2 - t0) < 10.0}
+
+
+def bench_bootstrap(jobs: int, replicates: int) -> dict:
+    df, yi, vi = frame()
+    mv = mvm.enumerate_specifications(df, yi, vi, df["study"], BOOT_CONFIG)
+    mvm.fit_specifications(mv, jobs=jobs)
+    t0 = time.perf_counter()
+    b = mvm.bootstrap(mv, replicates, seed=1, jobs=jobs)
+    t = time.perf_counter() - t0
+    return {"data": LABEL, "k": int(yi.size), "specifications": int(len(mv.results)),
+            "subsets": int(mv.subsets.shape[0]), "replicates": replicates, "jobs": jobs,
+            "seconds": t, "per_replicate_ms": 1000 * t / replicates,
+            "peak_rss_mb": peak_rss_mb(), "p_median": b["p_median"],
+            "p_share_significant": b["p_share_significant"],
+            "target_s": 300.0 * replicates / 1000, "met": t < 300.0 * replicates / 1000}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.multiverse_bench",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("fit", "bootstrap"), default=None)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--replicates", type=int, default=1000)
+    a = ap.parse_args(argv)
+    out = {}
+    if a.only in (None, "fit"):
+        out["fit"] = bench_fit(a.jobs)
+        print(json.dumps(out["fit"], indent=1), flush=True)
+    if a.only in (None, "bootstrap"):
+        out["bootstrap"] = bench_bootstrap(a.jobs, a.replicates)
+        print(json.dumps(out["bootstrap"], indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
