@@ -406,21 +406,21 @@ def _tasks(mv: Multiverse, chunk: int):
 
 def _stacked_composites(y, v, codes, masks, rho):
     """The composites of every subset stacked into one dataset, and one block mask per
-    subset: subsets of one dataset again, so the batched kernels apply."""
-    from metaalliance.engine.multilevel import aggregate
+    subset: subsets of one dataset again, so the batched kernels apply (cached: the
+    composite specifications of every method and test share them)."""
+    from metaalliance.analyses import multiverse_batch as mb
 
-    ys, vs = [], []
-    for m in masks:
-        agg = aggregate(y[m], v[m], codes[m], rho=rho)
-        ys.append(np.asarray(agg.yi))
-        vs.append(np.asarray(agg.vi))
-    sizes = np.array([a.size for a in ys])
-    ends = np.cumsum(sizes)
-    blocks = np.zeros((len(ys), int(ends[-1]) if len(ys) else 0), dtype=bool)
-    for j, (e, n) in enumerate(zip(ends, sizes)):
-        blocks[j, e - n:e] = True
-    return (np.concatenate(ys) if ys else np.zeros(0), np.concatenate(vs) if vs else
-            np.zeros(0), blocks)
+    key = mb._key(y, v, codes, masks, rho)
+    hit = _COMPOSITES.get(key)
+    if hit is None:
+        hit = mb.stacked_composites(y, v, codes, masks, rho)
+        if len(_COMPOSITES) >= 4:
+            _COMPOSITES.pop(next(iter(_COMPOSITES)))
+        _COMPOSITES[key] = hit
+    return hit
+
+
+_COMPOSITES: dict = {}
 
 
 def _batch_numbers(res):
@@ -788,25 +788,46 @@ def _simulate(seed_seq, k, vi, codes, n_cl, s_between, s_within):
     return u + w + rng.normal(0.0, 1.0, k) * np.sqrt(vi)
 
 
-def _boot_chunk(seeds, mv_light, components, alpha, jobs_inner=1):
-    """Curve statistics of the replicates seeded by ``seeds``."""
+def _boot_chunk(seeds, mv_light, components, alpha):
+    """Curve statistics of the replicates seeded by ``seeds``.
+
+    The replicates of a chunk are stacked into one dataset (replicate r in rows r k ...
+    (r + 1) k - 1, its samples renumbered), so each batched specification group is one
+    kernel call for the whole chunk; per-subset models loop over the replicates."""
     yi, vi, codes, subsets, specs, cfg, measure = mv_light
+    k = yi.size
     n_cl = int(codes.max()) + 1
+    R = len(seeds)
+    Y = np.stack([_simulate(ss, k, vi, codes, n_cl, *components) for ss in seeds])
+    est = np.full((R, len(specs)), np.nan)
+    p = np.full((R, len(specs)), np.nan)
+    mv = Multiverse(yi=yi, vi=vi, cluster=codes, measure=measure, factors=(),
+                    subsets=subsets, which=[], specs=specs, config=cfg)
+    ys, vs = Y.ravel(), np.tile(vi, R)
+    cs = (codes[None, :] + n_cl * np.arange(R)[:, None]).ravel()
+    for t in _tasks(mv, 10 ** 9):
+        model, method, test, bias, rows, subs = t
+        masks = subsets[subs]
+        n = rows.size
+        if model in ("univariate", "composite") and bias != "3psm":
+            big = np.zeros((R * n, R * k), dtype=bool)
+            for r in range(R):
+                big[r * n:(r + 1) * n, r * k:(r + 1) * k] = masks
+            tt = (model, method, test, bias, np.arange(R * n), None)
+            _, out, _f, _w = run_task(tt, ys, vs, cs, big, measure, cfg.level,
+                                      cfg.composite_rho, cfg.control)
+            est[:, rows] = out["estimate"].reshape(R, n)
+            p[:, rows] = out["p"].reshape(R, n)
+        else:
+            for r in range(R):
+                _, out, _f, _w = run_task(t, Y[r], vi, codes, masks, measure, cfg.level,
+                                          cfg.composite_rho, cfg.control)
+                est[r, rows] = out["estimate"]
+                p[r, rows] = out["p"]
     stats = []
-    for ss in seeds:
-        y = _simulate(ss, yi.size, vi, codes, n_cl, *components)
-        mv = Multiverse(yi=y, vi=vi, cluster=codes, measure=measure, factors=(),
-                        subsets=subsets, which=[], specs=specs, config=cfg)
-        tasks = _tasks(mv, 10 ** 9)
-        est = np.full(len(specs), np.nan)
-        p = np.full(len(specs), np.nan)
-        for t in tasks:
-            rows, out, _f, _w = run_task(t, y, vi, codes, subsets[t[5]], measure, cfg.level,
-                                         cfg.composite_rho, cfg.control)
-            est[rows] = out["estimate"]
-            p[rows] = out["p"]
-        ok = np.isfinite(est) & np.isfinite(p)
-        stats.append(curve_statistics(est[ok], p[ok], alpha) + (int(ok.sum()),))
+    for r in range(R):
+        ok = np.isfinite(est[r]) & np.isfinite(p[r])
+        stats.append(curve_statistics(est[r, ok], p[r, ok], alpha) + (int(ok.sum()),))
     return stats
 
 

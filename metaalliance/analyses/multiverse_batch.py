@@ -42,13 +42,51 @@ def _put(out, idx, res, kmodel):
     out["tau2"][idx] = res.tau2
 
 
+#: the test-independent part of the last few trim-and-fill batches (the z and knha
+#: specifications of one method share it: only k0 = 0 returns the fit with its own test)
+_CORE_CACHE: dict = {}
+_CORE_CACHE_SIZE = 4
+
+
+def _key(*arrays_and_args) -> bytes:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays_and_args:
+        if isinstance(a, np.ndarray):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        else:
+            h.update(repr(a).encode())
+    return h.digest()
+
+
 def trimfill_batch(y, v, masks, method, test, level=95, control="metafor"):
     """(numbers dict of arrays (S,), {subset position: reason}) for masks (S, k)."""
     S, k = masks.shape
+    key = _key(y, v, masks, method, level, control)
+    core = _CORE_CACHE.get(key)
+    if core is None:
+        core = _trimfill_core(y, v, masks, method, level, control)
+        if len(_CORE_CACHE) >= _CORE_CACHE_SIZE:
+            _CORE_CACHE.pop(next(iter(_CORE_CACHE)))
+        _CORE_CACHE[key] = core
+    out_f, failures, zero = core
+    out = {f: a.copy() for f, a in out_f.items()}
+    failures = dict(failures)
+    if zero:
+        fit0 = models.random_effects_batch(y, v, method, test, level=level,
+                                           mask=masks[zero].T, control=control)
+        _put(out, np.array(zero), fit0, masks[zero].sum(axis=1))
+    return out, failures
+
+
+def _trimfill_core(y, v, masks, method, level, control):
+    """Everything of ``trimfill_batch`` that does not depend on the test: the numbers of the
+    subsets with k0 > 0 (refitted with z, as trimfill()), failures, the k0 = 0 subsets."""
+    S, k = masks.shape
     out = _nan(S)
     failures = {}
-    fit0 = models.random_effects_batch(y, v, method, test, level=level, mask=masks.T,
-                                       control=control)
     idx = [np.flatnonzero(m) for m in masks]
     ok = np.ones(S, dtype=bool)
     for s in range(S):
@@ -62,15 +100,8 @@ def trimfill_batch(y, v, masks, method, test, level=95, control="metafor"):
             ok[s] = False
     sign = np.ones(S)
     good = np.flatnonzero(ok)
-    if good.size:
-        X = np.column_stack([np.ones(k), np.sqrt(v)])
-        M = masks[good].T
-        Yb = np.broadcast_to(y[:, None], M.shape)
-        with est.single_threaded_blas():
-            tau2 = est.tau2_batch(Yb, v, method, X=X, mask=M, control=control)
-        Y2, V2, _, Mf, _ = est.as_batch(Yb, v, X, M)
-        f = est.wls(X, Mf / (V2 + tau2), Y2, False)
-        sign[good] = np.where(f.beta[:, 1] < 0, -1.0, 1.0)
+    for s in good:
+        sign[s] = _side_sign(y[idx[s]], v[idx[s]], method, control)
     # per subset: its values in the signed, sorted order (stable, as argsort(kind="stable"))
     order, ys, vs = {}, {}, {}
     for s in good:
@@ -120,9 +151,6 @@ def trimfill_batch(y, v, masks, method, test, level=95, control="metafor"):
     done = [s for s in good if s not in failures]
     zero = [s for s in done if k0[s] == 0]
     fill = [s for s in done if k0[s] > 0]
-    if zero:
-        sub = models.BatchResult(*(np.asarray(a)[zero] for a in fit0))
-        _put(out, np.array(zero), sub, np.array([idx[s].size for s in zero]))
     if fill:
         kmax = max(idx[s].size + k0[s] for s in fill)
         Y = np.zeros((kmax, len(fill)))
@@ -137,7 +165,64 @@ def trimfill_batch(y, v, masks, method, test, level=95, control="metafor"):
         r = models.random_effects_batch(Y, V, method, "z", level=level, mask=Mk,
                                         control=control)
         _put(out, np.array(fill), r, Mk.sum(axis=0))
-    return out, failures
+    return out, failures, zero
+
+
+def _side_sign(y, v, method, control):
+    """-1 when trimfill() fills on the right (the slope of y on sqrt(v) in the fit's model,
+    as ``bias.trim_and_fill``: ``models._fit`` of the meta-regression), else +1."""
+    import warnings
+
+    X = np.column_stack([np.ones(y.size), np.sqrt(v)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method in est.ITERATIVE:
+            tau2 = float(est.design_tau2(est.Design(X, y, v), method, control).tau2[0])
+        else:
+            tau2 = float(est._tau2_fit(y[:, None], v[:, None], X, np.ones((y.size, 1)),
+                                       method, control).tau2[0])
+    f = est.wls(X, (1.0 / (v + tau2))[:, None], y[:, None], False)
+    return -1.0 if f.beta[0, 1] < 0 else 1.0
+
+
+def stacked_composites(y, v, codes, masks, rho):
+    """``multilevel.aggregate(y[m], v[m], codes[m], rho)`` (weighted, compound symmetry) of
+    every subset ``m`` at once, stacked into one dataset with one block mask per subset.
+
+    The composites of a subset are in order of first appearance of their samples, as
+    aggregate() orders them; the formula is aggregate()'s (V_c^-1 by Sherman-Morrison)."""
+    S, k = masks.shape
+    sub, row = np.nonzero(masks)                 # row-major: subset by subset, rows in order
+    cl = codes[row]
+    n_cl = int(codes.max()) + 1 if codes.size else 1
+    pair = sub * n_cl + cl
+    uniq, first, inv = np.unique(pair, return_index=True, return_inverse=True)
+    # order of first appearance within each subset (np.unique sorts by code)
+    order = np.lexsort((first, uniq // n_cl))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    g = rank[inv]
+    G = uniq.size
+    t = 1.0 / np.sqrt(v[row])
+    yy = y[row]
+    nk = np.bincount(g, minlength=G)
+    s1 = np.bincount(g, t, G)
+    s2 = np.bincount(g, t * t, G)
+    sy1 = np.bincount(g, t * yy, G)
+    sy2 = np.bincount(g, t * t * yy, G)
+    single = nk == 1
+    rr = np.where(single, 0.0, float(rho))
+    cc = rr / (1.0 + (nk - 1) * rr)
+    sum_w = (s2 - cc * s1 * s1) / (1.0 - rr)
+    sum_wy = (sy2 - cc * s1 * sy1) / (1.0 - rr)
+    firstrow = np.zeros(G, dtype=int)
+    firstrow[g[::-1]] = np.arange(g.size)[::-1]
+    y_agg = np.where(single, yy[firstrow], sum_wy / sum_w)
+    v_agg = np.where(single, v[row][firstrow], 1.0 / sum_w)
+    gsub = (uniq // n_cl)[order]
+    blocks = np.zeros((S, G), dtype=bool)
+    blocks[gsub, np.arange(G)] = True
+    return y_agg, v_agg, blocks
 
 
 def pet_peese_batch(y, v, masks, signs, level=95, alpha=ALPHA):
