@@ -547,7 +547,9 @@ def _parallel(jobs, scheduler):
     import joblib
 
     if scheduler:
-        return joblib.Parallel(n_jobs=-1, backend="dask", return_as="generator")
+        # the backend comes from parallel_config(backend="dask") only: joblib 1.6 passes
+        # Parallel(backend="dask") a nesting_level that ends up in dask's submit() kwargs
+        return joblib.Parallel(n_jobs=-1, return_as="generator")
     return joblib.Parallel(n_jobs=jobs, return_as="generator")
 
 
