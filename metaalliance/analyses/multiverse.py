@@ -392,7 +392,19 @@ FIELDS = ("k_model", "estimate", "se", "ci_lower", "ci_upper", "pi_lower", "pi_u
 def _tasks(mv: Multiverse, chunk: int):
     """Work units: (kind, model, method, test, bias, spec rows, subset rows)."""
     tasks = []
-    grouped = mv.specs.groupby(["model", "method", "test", "bias"], sort=False)
+    # three-level: one fit per subset and method serves the z and the t specifications
+    tl = mv.specs[mv.specs["model"] == "three_level"]
+    for method, g in tl.groupby("method", sort=False):
+        order = np.argsort(g["subset"].to_numpy(), kind="stable")
+        rows = g.index.to_numpy()[order]
+        subs = g["subset"].to_numpy()[order]
+        tests = g["test"].to_numpy()[order]
+        step = chunk * max(1, len(set(tests)))
+        for a in range(0, rows.size, step):
+            tasks.append(("three_level", method, tests[a:a + step], "none", rows[a:a + step],
+                          subs[a:a + step]))
+    grouped = mv.specs[mv.specs["model"] != "three_level"].groupby(
+        ["model", "method", "test", "bias"], sort=False)
     for (model, method, test, bias), g in grouped:
         rows = g.index.to_numpy()
         subs = g["subset"].to_numpy()
@@ -421,6 +433,19 @@ def _stacked_composites(y, v, codes, masks, rho):
 
 
 _COMPOSITES: dict = {}
+
+
+def _padded(y, v, blocks):
+    """Disjoint blocks of (y, v) as padded (kmax, S) columns and their mask."""
+    sizes = blocks.sum(axis=1)
+    kmax = int(sizes.max())
+    S = blocks.shape[0]
+    M = np.arange(kmax)[:, None] < sizes[None, :]
+    Y = np.zeros((kmax, S))
+    V = np.ones((kmax, S))
+    Y.T[M.T] = y[np.nonzero(blocks)[1]]
+    V.T[M.T] = v[np.nonzero(blocks)[1]]
+    return Y, V, M
 
 
 def _batch_numbers(res):
@@ -477,6 +502,60 @@ def _single(model, method, test, bias, y, v, codes, measure, level, rho, control
                 p=fit.pvalue, tau2=fit.tau2)
 
 
+def _fit_batch(model, y, v, masks, method, test, level, control):
+    """``random_effects_batch`` of every subset; composites (disjoint stacked blocks) as
+    padded columns, since the subsets kernel would spend O(S^2) on their zeros."""
+    from metaalliance.engine import models
+
+    if model == "composite":
+        Yp, Vp, Mp = _padded(y, v, masks)
+        return models.random_effects_batch(Yp, Vp, method, test, level=level, mask=Mp,
+                                           control=control)
+    return models.random_effects_batch(y, v, method, test, level=level, mask=masks.T,
+                                       control=control)
+
+
+def _three_level_rows(out, failures, tests, y, v, codes, masks, rows, method, measure, level):
+    """Three-level specifications: one z fit per subset; the t test (rma.mv test = "t",
+    df = k - 1) from the same fit, as ``multilevel._assemble`` computes it."""
+    from metaalliance.engine.multilevel import three_level
+
+    _, alpha = inf_level(level)
+    cache = {}
+    for j in range(rows.size):
+        m = masks[j]
+        key = m.tobytes()
+        if key not in cache:
+            try:
+                cache[key] = three_level(y[m], v[m], codes[m], method=method, test="z",
+                                         level=level, measure=measure)
+            except MetaAllianceError as exc:
+                cache[key] = exc
+        r = cache[key]
+        if isinstance(r, Exception):
+            failures.append((int(rows[j]), str(r)))
+            continue
+        est, se = r.estimate, r.se
+        s2 = float(sum(r.sigma2))
+        if tests[j] == "t":
+            from metaalliance.engine import inference as inf
+            df = float(r.k - 1)
+            crit = float(inf.t_isf(alpha / 2, df))
+            p = float(2.0 * inf.t_sf(abs(est / se), df))
+            half = crit * math.sqrt(float(r.vcov[0, 0]) + s2)
+            vals = (est - crit * se, est + crit * se, est - half, est + half, p)
+        else:
+            vals = (r.ci_lower, r.ci_upper, r.pi_lower, r.pi_upper, r.pvalue)
+        for f, x in zip(("ci_lower", "ci_upper", "pi_lower", "pi_upper", "p"), vals):
+            out[f][j] = x
+        out["k_model"][j], out["estimate"][j], out["se"][j], out["tau2"][j] = r.k, est, se, s2
+
+
+def inf_level(level):
+    from metaalliance.engine.inference import level_alpha
+    return level_alpha(level)
+
+
 def run_task(task, y, v, codes, masks, measure, level, rho, control):
     """Fit one work unit; returns (spec rows, {field: array}, failures, warning counts).
 
@@ -491,6 +570,12 @@ def run_task(task, y, v, codes, masks, measure, level, rho, control):
     wcount: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if model == "three_level":
+            _three_level_rows(out, failures, test, y, v, codes, masks, rows, method, measure,
+                              level)
+            batched, skip = False, True
+        else:
+            skip = False
         if model == "composite":
             yb, vb, mb_ = _stacked_composites(y, v, codes, masks, rho)
         else:
@@ -499,21 +584,19 @@ def run_task(task, y, v, codes, masks, measure, level, rho, control):
         if batched:
             try:
                 if bias == "none":
-                    res = models.random_effects_batch(yb, vb, method, test, level=level,
-                                                      mask=mb_.T, control=control)
+                    res = _fit_batch(model, yb, vb, mb_, method, test, level, control)
                     got, fails = _batch_numbers(res), {}
                 elif bias == "trimfill":
                     got, fails = mb.trimfill_batch(yb, vb, mb_, method, test, level, control)
                 else:
-                    r0 = models.random_effects_batch(yb, vb, "REML", "z", mask=mb_.T,
-                                                     control=control)
+                    r0 = _fit_batch(model, yb, vb, mb_, "REML", "z", level, control)
                     got, fails = mb.pet_peese_batch(yb, vb, mb_, r0.estimate, level)
                 for f in FIELDS:
                     out[f] = np.asarray(got[f], dtype=float)
                 failures += [(int(rows[j]), why) for j, why in fails.items()]
             except MetaAllianceError:
                 batched = False       # a batch-wide failure: fit one by one below
-        if not batched:
+        if not batched and not skip:
             signs = np.ones(n)
             if bias == "pet_peese":
                 for j in range(n):

@@ -75,9 +75,17 @@ def trimfill_batch(y, v, masks, method, test, level=95, control="metafor"):
     out = {f: a.copy() for f, a in out_f.items()}
     failures = dict(failures)
     if zero:
-        fit0 = models.random_effects_batch(y, v, method, test, level=level,
-                                           mask=masks[zero].T, control=control)
-        _put(out, np.array(zero), fit0, masks[zero].sum(axis=1))
+        sub = masks[zero]
+        sizes = sub.sum(axis=1)
+        kmax = int(sizes.max())
+        M = np.arange(kmax)[:, None] < sizes[None, :]
+        Y = np.zeros((kmax, len(zero)))
+        V = np.ones((kmax, len(zero)))
+        cols = np.nonzero(sub)[1]
+        Y.T[M.T], V.T[M.T] = y[cols], v[cols]
+        fit0 = models.random_effects_batch(Y, V, method, test, level=level, mask=M,
+                                           control=control)
+        _put(out, np.array(zero), fit0, sizes)
     return out, failures
 
 
@@ -121,17 +129,17 @@ def _trimfill_core(y, v, masks, method, level, control):
             break
         for s in active:
             k0_prev[s] = k0[s]
-        T = np.zeros((k, len(active)), dtype=bool)
+        # the trimmed sets as padded columns (the column-wise kernel: for stacked
+        # composites the subsets kernel would spend O(S^2) on disjoint blocks)
+        kmax = max(ys[s].size - k0[s] for s in active)
+        Y = np.zeros((kmax, len(active)))
+        V = np.ones((kmax, len(active)))
+        T = np.zeros((kmax, len(active)), dtype=bool)
         for j, s in enumerate(active):
-            T[order[s][:ys[s].size - k0[s]], j] = True
-        est_a = np.empty(len(active))
-        sg = np.array([sign[s] for s in active])
-        for sval in (1.0, -1.0):
-            cols = np.flatnonzero(sg == sval)
-            if cols.size:
-                r = models.random_effects_batch(sval * y, v, method, "z", level=level,
-                                                mask=T[:, cols], control=control)
-                est_a[cols] = r.estimate
+            kt = ys[s].size - k0[s]
+            Y[:kt, j], V[:kt, j], T[:kt, j] = ys[s][:kt], vs[s][:kt], True
+        est_a = models.random_effects_batch(Y, V, method, "z", level=level, mask=T,
+                                            control=control).estimate
         nxt = []
         for j, s in enumerate(active):
             b = float(est_a[j])

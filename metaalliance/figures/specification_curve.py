@@ -37,6 +37,12 @@ def _columns(results, scale):
     return scale, "estimate", "ci_lower", "ci_upper"
 
 
+def _median_text(med: float, scale: str) -> str:
+    from metaalliance.formatting import fmt_num, fmt_r
+
+    return f"median r = {fmt_r(med)}" if scale == "r" else f"median = {fmt_num(med, 3)}"
+
+
 def indicator_rows(results, factors):
     """[(factor, level), ...]: the indicator panel's rows, factors in the given order (those
     with at least two levels among the specifications), "all" first, then levels sorted."""
@@ -91,10 +97,16 @@ def specification_curve(results, factors, *, scale: str = "r", width="double",
         ax.axhline(0.0, color="0.3", linewidth=0.6, linestyle=(0, (3, 2)))
         med = float(np.median(est))
         ax.axhline(med, color="0.0", linewidth=0.6)
-        ax.annotate(f"median {'r' if scale == 'r' else 'estimate'} = {med:.2f}".replace("0.", ".")
-                    if scale == "r" else f"median = {med:.3f}",
+        ax.annotate(_median_text(med, scale),
                     xy=(0.01, med), xycoords=("axes fraction", "data"), xytext=(0, 2),
                     textcoords="offset points", va="bottom", ha="left")
+        # the axis spans the estimates, 0 and the CIs of 96% of the specifications: a few
+        # very wide CIs (PET-PEESE on small subsets) would squeeze the curve otherwise;
+        # their lines run off the panel
+        ylo = min(0.0, float(est.min()), float(np.percentile(lo, 2)))
+        yhi = max(0.0, float(est.max()), float(np.percentile(hi, 98)))
+        pad = 0.05 * (yhi - ylo or 1.0)
+        ax.set_ylim(ylo - pad, yhi + pad)
         ax.set_ylabel(("r" if scale == "r" else "estimate") + f" with {level:g}% CI")
         ax.set_xlim(0.5 - n * 0.005, n + 0.5 + n * 0.005)
         ax.tick_params(labelbottom=False)
@@ -151,7 +163,7 @@ def multiverse_histogram(results, *, scale: str = "r", width="single", bins=None
         ax.axvline(0.0, color="0.3", linewidth=0.6, linestyle=(0, (3, 2)))
         ax.set_xlabel("r" if scale == "r" else "estimate")
         ax.set_ylabel("specifications")
-        ax.annotate(f"median {med:.2f}", xy=(med, 1), xycoords=("data", "axes fraction"),
+        ax.annotate(_median_text(med, scale), xy=(med, 1), xycoords=("data", "axes fraction"),
                     xytext=(2, -2), textcoords="offset points", va="top", ha="left")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
