@@ -53,6 +53,15 @@ BOOT_CONFIG = mvm.MultiverseConfig(
     tests=("z", "knha"), bias=("none", "trimfill", "pet_peese"), min_k=30, min_samples=3)
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages (other jobs on the machine slow every timing)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -75,7 +84,7 @@ def bench_fit(jobs: int) -> dict:
             "by_model_bias": {f"{a}/{b}": int(n) for (a, b), n in counts.items()},
             "enumerate_s": t1 - t0, "fit_s": t2 - t1, "total_s": t2 - t0, "jobs": jobs,
             "tracemalloc_peak_mb": peak / 2**20, "peak_rss_mb": peak_rss_mb(),
-            "target_s": 10.0, "met": (t2 - t0) < 10.0}
+            "target_s": 10.0, "met": (t2 - t0) < 10.0, "load_average_after": load_average()}
 
 
 def bench_bootstrap(jobs: int, replicates: int) -> dict:
@@ -90,7 +99,8 @@ def bench_bootstrap(jobs: int, replicates: int) -> dict:
             "seconds": t, "per_replicate_ms": 1000 * t / replicates,
             "peak_rss_mb": peak_rss_mb(), "p_median": b["p_median"],
             "p_share_significant": b["p_share_significant"],
-            "target_s": 300.0 * replicates / 1000, "met": t < 300.0 * replicates / 1000}
+            "target_s": 300.0 * replicates / 1000, "met": t < 300.0 * replicates / 1000,
+            "load_average_after": load_average()}
 
 
 def main(argv=None) -> int:
@@ -101,7 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--replicates", type=int, default=1000)
     a = ap.parse_args(argv)
-    out = {}
+    out = {"load_average_before": load_average()}
+    print(json.dumps(out), flush=True)
     if a.only in (None, "fit"):
         out["fit"] = bench_fit(a.jobs)
         print(json.dumps(out["fit"], indent=1), flush=True)

@@ -5,7 +5,6 @@ Simulated data here are made by code in this file and labelled SIMULATED; they n
 tests/."""
 
 import json
-import math
 
 import numpy as np
 import pandas as pd

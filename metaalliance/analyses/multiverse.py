@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metaalliance.analyses import multiverse_batch as mb
+from metaalliance.analyses.multiverse_batch import FIELDS, run_task
 from metaalliance.errors import DataError, MetaAllianceError, OptionError
 from metaalliance.options import DEFAULT_CONTROL, METHODS, TESTS, check_option
 
@@ -80,7 +82,7 @@ THREE_LEVEL_METHODS = ("REML", "ML")
 #: rho of the composite model (multilevel.DEFAULT_RHO's reasoning) and of the CHE model
 #: (0.6: the value i13's che() defaults to, as in Pustejovsky & Tipton 2022)
 COMPOSITE_RHO = 0.5
-CHE_RHO = 0.6
+CHE_RHO = mb.CHE_RHO
 HOW = ("method", "model", "test", "bias")
 #: the bootstrap's specifications are fitted in chunks of this many replicates per task
 BOOT_CHUNK = 10
@@ -384,9 +386,6 @@ def enumerate_specifications(frame, yi, vi, cluster=None, config: MultiverseConf
 
 # ---------------------------------------------------------------------------------- fitting
 
-#: the numbers of one specification
-FIELDS = ("k_model", "estimate", "se", "ci_lower", "ci_upper", "pi_lower", "pi_upper", "p",
-          "tau2")
 
 
 def _tasks(mv: Multiverse, chunk: int):
@@ -414,215 +413,6 @@ def _tasks(mv: Multiverse, chunk: int):
             for a in range(0, rows.size, chunk):
                 tasks.append((model, method, test, bias, rows[a:a + chunk], subs[a:a + chunk]))
     return tasks
-
-
-def _stacked_composites(y, v, codes, masks, rho):
-    """The composites of every subset stacked into one dataset, and one block mask per
-    subset: subsets of one dataset again, so the batched kernels apply (cached: the
-    composite specifications of every method and test share them)."""
-    from metaalliance.analyses import multiverse_batch as mb
-
-    key = mb._key(y, v, codes, masks, rho)
-    hit = _COMPOSITES.get(key)
-    if hit is None:
-        hit = mb.stacked_composites(y, v, codes, masks, rho)
-        if len(_COMPOSITES) >= 4:
-            _COMPOSITES.pop(next(iter(_COMPOSITES)))
-        _COMPOSITES[key] = hit
-    return hit
-
-
-_COMPOSITES: dict = {}
-
-
-def _padded(y, v, blocks):
-    """Disjoint blocks of (y, v) as padded (kmax, S) columns and their mask."""
-    sizes = blocks.sum(axis=1)
-    kmax = int(sizes.max())
-    S = blocks.shape[0]
-    M = np.arange(kmax)[:, None] < sizes[None, :]
-    Y = np.zeros((kmax, S))
-    V = np.ones((kmax, S))
-    Y.T[M.T] = y[np.nonzero(blocks)[1]]
-    V.T[M.T] = v[np.nonzero(blocks)[1]]
-    return Y, V, M
-
-
-def _batch_numbers(res):
-    return {"k_model": res.k.astype(float), "estimate": res.estimate, "se": res.se,
-            "ci_lower": res.ci_lower, "ci_upper": res.ci_upper, "pi_lower": res.pi_lower,
-            "pi_upper": res.pi_upper, "p": res.pvalue, "tau2": res.tau2}
-
-
-def _single(model, method, test, bias, y, v, codes, measure, level, rho, control, pet_sign):
-    """One non-batched specification: a dict of FIELDS (None where not defined)."""
-    from metaalliance.engine import models
-    from metaalliance.engine.multilevel import aggregate, three_level
-
-    if model == "three_level":
-        r = three_level(y, v, codes, method=method, test=test, level=level, measure=measure)
-        return dict(k_model=r.k, estimate=r.estimate, se=r.se, ci_lower=r.ci_lower,
-                    ci_upper=r.ci_upper, pi_lower=r.pi_lower, pi_upper=r.pi_upper, p=r.pvalue,
-                    tau2=float(sum(r.sigma2)))
-    if model == "che":
-        from metaalliance.engine.che import che
-        r = che(y, v, codes, rho=CHE_RHO, level=level)
-        return dict(k_model=y.size, estimate=r.estimate, se=r.se, ci_lower=r.ci_lower,
-                    ci_upper=r.ci_upper, pi_lower=None, pi_upper=None, p=r.pvalue,
-                    tau2=float(np.sum(r.sigma2)))
-    if model == "composite":
-        agg = aggregate(y, v, codes, rho=rho)
-        y, v = np.asarray(agg.yi), np.asarray(agg.vi)
-    if bias == "pet_peese":
-        from metaalliance.analyses.bias import pet_peese
-
-        class _Dir:                 # pet_peese reads yi, vi and the pooled estimate's sign
-            pass
-        d = _Dir()
-        d.yi, d.vi, d.method, d.test, d.level, d.labels = y, v, "REML", "z", level, None
-        d.estimate = pet_sign
-        r = pet_peese(d)
-        line = r.peese if r.selected == "PEESE" else r.pet
-        return dict(k_model=y.size, estimate=r.estimate, se=line.intercept_se,
-                    ci_lower=r.ci_lower, ci_upper=r.ci_upper, pi_lower=None, pi_upper=None,
-                    p=line.intercept_pvalue, tau2=None)
-    if bias == "3psm":
-        from metaalliance.analyses.selection import selection_model
-        r = selection_model(y, v, type="stepfun", steps=(0.025,))
-        return dict(k_model=y.size, estimate=r.estimate, se=r.se, ci_lower=r.ci_lower,
-                    ci_upper=r.ci_upper, pi_lower=None, pi_upper=None, p=r.pvalue,
-                    tau2=r.tau2)
-    fit = models.random_effects(y, v, method=method, test=test, level=level, measure=measure,
-                                control=control)
-    if bias == "trimfill":
-        from metaalliance.analyses.bias import trim_and_fill
-        fit = trim_and_fill(fit).fit
-    return dict(k_model=fit.k, estimate=fit.estimate, se=fit.se, ci_lower=fit.ci_lower,
-                ci_upper=fit.ci_upper, pi_lower=fit.pi_lower, pi_upper=fit.pi_upper,
-                p=fit.pvalue, tau2=fit.tau2)
-
-
-def _fit_batch(model, y, v, masks, method, test, level, control):
-    """``random_effects_batch`` of every subset; composites (disjoint stacked blocks) as
-    padded columns, since the subsets kernel would spend O(S^2) on their zeros."""
-    from metaalliance.engine import models
-
-    if model == "composite":
-        Yp, Vp, Mp = _padded(y, v, masks)
-        return models.random_effects_batch(Yp, Vp, method, test, level=level, mask=Mp,
-                                           control=control)
-    return models.random_effects_batch(y, v, method, test, level=level, mask=masks.T,
-                                       control=control)
-
-
-def _three_level_rows(out, failures, tests, y, v, codes, masks, rows, method, measure, level):
-    """Three-level specifications: one z fit per subset; the t test (rma.mv test = "t",
-    df = k - 1) from the same fit, as ``multilevel._assemble`` computes it."""
-    from metaalliance.engine.multilevel import three_level
-
-    _, alpha = inf_level(level)
-    cache = {}
-    for j in range(rows.size):
-        m = masks[j]
-        key = m.tobytes()
-        if key not in cache:
-            try:
-                cache[key] = three_level(y[m], v[m], codes[m], method=method, test="z",
-                                         level=level, measure=measure)
-            except MetaAllianceError as exc:
-                cache[key] = exc
-        r = cache[key]
-        if isinstance(r, Exception):
-            failures.append((int(rows[j]), str(r)))
-            continue
-        est, se = r.estimate, r.se
-        s2 = float(sum(r.sigma2))
-        if tests[j] == "t":
-            from metaalliance.engine import inference as inf
-            df = float(r.k - 1)
-            crit = float(inf.t_isf(alpha / 2, df))
-            p = float(2.0 * inf.t_sf(abs(est / se), df))
-            half = crit * math.sqrt(float(r.vcov[0, 0]) + s2)
-            vals = (est - crit * se, est + crit * se, est - half, est + half, p)
-        else:
-            vals = (r.ci_lower, r.ci_upper, r.pi_lower, r.pi_upper, r.pvalue)
-        for f, x in zip(("ci_lower", "ci_upper", "pi_lower", "pi_upper", "p"), vals):
-            out[f][j] = x
-        out["k_model"][j], out["estimate"][j], out["se"][j], out["tau2"][j] = r.k, est, se, s2
-
-
-def inf_level(level):
-    from metaalliance.engine.inference import level_alpha
-    return level_alpha(level)
-
-
-def run_task(task, y, v, codes, masks, measure, level, rho, control):
-    """Fit one work unit; returns (spec rows, {field: array}, failures, warning counts).
-
-    ``masks`` holds the subsets of this task (in the order of the task's rows)."""
-    from metaalliance.analyses import multiverse_batch as mb
-    from metaalliance.engine import models
-
-    model, method, test, bias, rows, _subs = task
-    n = rows.size
-    out = {f: np.full(n, np.nan) for f in FIELDS}
-    failures = []
-    wcount: dict = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if model == "three_level":
-            _three_level_rows(out, failures, test, y, v, codes, masks, rows, method, measure,
-                              level)
-            batched, skip = False, True
-        else:
-            skip = False
-        if model == "composite":
-            yb, vb, mb_ = _stacked_composites(y, v, codes, masks, rho)
-        else:
-            yb, vb, mb_ = y, v, masks
-        batched = model in ("univariate", "composite") and bias != "3psm"
-        if batched:
-            try:
-                if bias == "none":
-                    res = _fit_batch(model, yb, vb, mb_, method, test, level, control)
-                    got, fails = _batch_numbers(res), {}
-                elif bias == "trimfill":
-                    got, fails = mb.trimfill_batch(yb, vb, mb_, method, test, level, control)
-                else:
-                    r0 = _fit_batch(model, yb, vb, mb_, "REML", "z", level, control)
-                    got, fails = mb.pet_peese_batch(yb, vb, mb_, r0.estimate, level)
-                for f in FIELDS:
-                    out[f] = np.asarray(got[f], dtype=float)
-                failures += [(int(rows[j]), why) for j, why in fails.items()]
-            except MetaAllianceError:
-                batched = False       # a batch-wide failure: fit one by one below
-        if not batched and not skip:
-            signs = np.ones(n)
-            if bias == "pet_peese":
-                for j in range(n):
-                    try:
-                        e = models.random_effects(yb[mb_[j]], vb[mb_[j]], "REML", "z",
-                                                  control=control).estimate
-                        signs[j] = 1.0 if e >= 0 else -1.0
-                    except MetaAllianceError:
-                        pass
-            for j in range(n):
-                m = masks[j]
-                try:
-                    vals = _single(model, method, test, bias, y[m], v[m], codes[m], measure,
-                                   level, rho, control, signs[j])
-                except MetaAllianceError as exc:
-                    failures.append((int(rows[j]), str(exc)))
-                    continue
-                except (ArithmeticError, np.linalg.LinAlgError) as exc:
-                    failures.append((int(rows[j]), f"numerical failure: {exc}"))
-                    continue
-                for f in FIELDS:
-                    out[f][j] = np.nan if vals[f] is None else float(vals[f])
-    for w in caught:
-        msg = str(w.message)
-        wcount[msg] = wcount.get(msg, 0) + 1
-    return rows, out, failures, wcount
 
 
 def _parallel(jobs, scheduler):
@@ -687,8 +477,6 @@ def fit_specifications(mv: Multiverse, jobs: int = 1, scheduler=None, progress=N
                        chunk: int = 64) -> Multiverse:
     """Fit every specification of ``mv``; fills ``mv.results`` (one row per specification
     that could be fitted), ``mv.failed`` and ``mv.warnings``."""
-    import pandas as pd
-
     cfg = mv.config
     tasks = _tasks(mv, chunk)
     items = [(t, mv.yi, mv.vi, mv.cluster, mv.subsets[t[5]], mv.measure, cfg.level,

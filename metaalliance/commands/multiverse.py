@@ -64,7 +64,9 @@ def _cluster(args, sel):
     if col is None:
         return ("sample" if "sample" in sel.frame.columns else None), None
     if col not in sel.frame.columns:
-        raise OptionError(f"--cluster {col}: {sel.source} has no such column")
+        where = "the curated dataset" if sel.source == "curated" else sel.source
+        raise OptionError(f"--cluster {col}: {where} has no such column (columns: "
+                          f"{', '.join(map(str, sel.frame.columns))})")
     return col, None
 
 
