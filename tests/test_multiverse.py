@@ -403,3 +403,18 @@ def test_specification_curve_figure(tmp_path):
     assert path.stat().st_size > 1000
     width_mm = fig.get_size_inches()[0] * 25.4
     assert width_mm == pytest.approx(174.0)
+
+
+def test_report_figure_caption_states_the_summary(curated):
+    from metaalliance.dataset import findings
+
+    df = findings.load(None, None)
+    main = df[~df["outcome_domain"].isin(["adherence", "retention", "dropout"])]
+    mv, s, caption = mvm.report_figure(main.reset_index(drop=True))
+    assert s["n_specifications"] == curated["summary"]["n_specifications"]
+    assert s["median"] == pytest.approx(curated["summary"]["median"])
+    from metaalliance.formatting import fmt_r
+    assert f"Median r = {fmt_r(s['median'])}" in caption
+    assert f"All {s['n_specifications']} specifications" in caption
+    # too few findings for 20 specifications: no figure
+    assert mvm.report_figure(main.head(4)) is None

@@ -756,6 +756,46 @@ def bootstrap(mv: Multiverse, replicates: int = 500, seed=None, jobs: int = 1, s
             "direction": "positive" if sign > 0 else "negative"}
 
 
+# ---------------------------------------------------------------------------------- report
+
+#: the report shows the specification curve when the data allow this many specifications
+REPORT_MIN_SPECIFICATIONS = 20
+
+
+def report_figure(frame, cluster: str = "sample", config: MultiverseConfig | None = None):
+    """The multiverse of the report's main analysis: (Multiverse, summary, caption) or None
+    when the data allow fewer than ``REPORT_MIN_SPECIFICATIONS`` specifications."""
+    from metaalliance.formatting import fmt_int, fmt_pct, fmt_r
+
+    if frame is None or len(frame) == 0 or cluster not in frame.columns:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mv = run(frame, frame["yi"].to_numpy(float), frame["vi"].to_numpy(float),
+                     frame[cluster].astype(str).to_numpy(), config)
+    except MetaAllianceError:
+        return None
+    if len(mv.results) < REPORT_MIN_SPECIFICATIONS:
+        return None
+    s = summarise(mv)
+    top = s["factor_moving_most"]
+    miss = [f"{lev} ({fac})" for fac, d in s["unavailable"].items() for lev in d]
+    caption = (f"All {fmt_int(s['n_specifications'])} specifications of the main analysis "
+               f"({s['n_subsets']} data subsets \u00d7 estimator, model, test and bias adjustment; "
+               f"Voracek et al., 2019), sorted by r with 95% CIs (black: CI excludes 0); "
+               f"below, the choices of each. Median r = {fmt_r(s['median'])} (5th-95th "
+               f"percentile {fmt_r(s['p5'])} to {fmt_r(s['p95'])}; range {fmt_r(s['min'])} to "
+               f"{fmt_r(s['max'])}); CI above zero in {fmt_pct(100 * s['share_ci_above_zero'])}"
+               f" of specifications; the choice that moves the estimate most: "
+               f"{str(top).replace('_', ' ')} (\u03b7\u00b2 = "
+               f"{s['variance_decomposition'][top]:.2f} of the variance of the estimates)."
+               + (f" Not available in this version: {', '.join(miss)}." if miss else "")
+               + (f" {s['n_failed']} specification(s) could not be fitted." if s["n_failed"]
+                  else ""))
+    return mv, s, caption
+
+
 # ---------------------------------------------------------------------------------- one call
 
 
