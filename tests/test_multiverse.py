@@ -418,3 +418,10 @@ def test_report_figure_caption_states_the_summary(curated):
     assert f"All {s['n_specifications']} specifications" in caption
     # too few findings for 20 specifications: no figure
     assert mvm.report_figure(main.head(4)) is None
+
+
+def test_shipped_multiverse_toml_is_the_default():
+    from pathlib import Path
+
+    shipped = mvm.load_config(Path(__file__).resolve().parents[1] / "multiverse.toml")
+    assert shipped == mvm.MultiverseConfig()

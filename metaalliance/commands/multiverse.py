@@ -18,7 +18,11 @@ listed; a subset needs min_k findings (default 5) in min_samples samples (defaul
 test (z, knha), bias (none, trimfill, pet_peese, 3psm). che and 3psm run when their modules
 are installed, else the summary lists them as unavailable. multiverse.toml sets any of:
 which, methods, models, tests, bias, min_k, min_samples, exclude_levels, dedupe, level,
-composite_rho, max_specifications, control (top level or in a [multiverse] table).
+composite_rho, max_specifications, control (top level or in a [multiverse] table; the
+shipped multiverse.toml lists the defaults). Labels that are not options of `pool`:
+PET-PEESE rows carry method "WLS" and test "t" (a weighted regression, independent of the
+tau^2 estimator), 3PSM rows method "ML", three-level rows test "t" for rma.mv's t test, CHE
+rows test "cr2" (cluster-robust).
 
 Every specification equals the single analysis it names (`pool --where ... --method ...
 --test ...`; `pool --cluster sample` for three_level; `bias` for trimfill and pet_peese).
