@@ -87,15 +87,19 @@ def bench_fit(jobs: int) -> dict:
             "target_s": 10.0, "met": (t2 - t0) < 10.0, "load_average_after": load_average()}
 
 
-def bench_bootstrap(jobs: int, replicates: int) -> dict:
+def bench_bootstrap(jobs: int, replicates: int, bias=None) -> dict:
+    import dataclasses
+
     df, yi, vi = frame()
-    mv = mvm.enumerate_specifications(df, yi, vi, df["study"], BOOT_CONFIG)
+    cfg = BOOT_CONFIG if bias is None else dataclasses.replace(BOOT_CONFIG, bias=tuple(bias))
+    mv = mvm.enumerate_specifications(df, yi, vi, df["study"], cfg)
     mvm.fit_specifications(mv, jobs=jobs)
     t0 = time.perf_counter()
     b = mvm.bootstrap(mv, replicates, seed=1, jobs=jobs)
     t = time.perf_counter() - t0
     return {"data": LABEL, "k": int(yi.size), "specifications": int(len(mv.results)),
-            "subsets": int(mv.subsets.shape[0]), "replicates": replicates, "jobs": jobs,
+            "subsets": int(mv.subsets.shape[0]), "bias": list(cfg.bias),
+            "replicates": replicates, "jobs": jobs,
             "seconds": t, "per_replicate_ms": 1000 * t / replicates,
             "peak_rss_mb": peak_rss_mb(), "p_median": b["p_median"],
             "p_share_significant": b["p_share_significant"],
@@ -110,6 +114,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("fit", "bootstrap"), default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--replicates", type=int, default=1000)
+    ap.add_argument("--boot-bias", default=None,
+                    help="comma-separated bias levels of the bootstrap multiverse "
+                         "(default: none,trimfill,pet_peese)")
     a = ap.parse_args(argv)
     out = {"load_average_before": load_average()}
     print(json.dumps(out), flush=True)
@@ -117,7 +124,8 @@ def main(argv=None) -> int:
         out["fit"] = bench_fit(a.jobs)
         print(json.dumps(out["fit"], indent=1), flush=True)
     if a.only in (None, "bootstrap"):
-        out["bootstrap"] = bench_bootstrap(a.jobs, a.replicates)
+        out["bootstrap"] = bench_bootstrap(a.jobs, a.replicates,
+                                           a.boot_bias.split(",") if a.boot_bias else None)
         print(json.dumps(out["bootstrap"], indent=1), flush=True)
     return 0
 

@@ -402,7 +402,14 @@ def _tasks(mv: Multiverse, chunk: int):
         for a in range(0, rows.size, step):
             tasks.append(("three_level", method, tests[a:a + step], "none", rows[a:a + step],
                           subs[a:a + step]))
-    grouped = mv.specs[mv.specs["model"] != "three_level"].groupby(
+    # trim and fill: the z and knha specifications of a method share most of the work (the
+    # test-independent core is cached per process), so they travel in one task
+    tf = mv.specs[(mv.specs["model"] != "three_level") & (mv.specs["bias"] == "trimfill")]
+    for (model, method), g in tf.groupby(["model", "method"], sort=False):
+        tasks.append((model, method, g["test"].to_numpy(), "trimfill", g.index.to_numpy(),
+                      g["subset"].to_numpy()))
+    grouped = mv.specs[(mv.specs["model"] != "three_level")
+                       & (mv.specs["bias"] != "trimfill")].groupby(
         ["model", "method", "test", "bias"], sort=False)
     for (model, method, test, bias), g in grouped:
         rows = g.index.to_numpy()
@@ -662,45 +669,27 @@ def _simulate(seed_seq, k, vi, codes, n_cl, s_between, s_within):
 
 
 def _boot_chunk(seeds, mv_light, components, alpha):
-    """Curve statistics of the replicates seeded by ``seeds``.
-
-    The replicates of a chunk are stacked into one dataset (replicate r in rows r k ...
-    (r + 1) k - 1, its samples renumbered), so each batched specification group is one
-    kernel call for the whole chunk; per-subset models loop over the replicates."""
+    """Curve statistics of the replicates seeded by ``seeds`` (one work unit of the
+    bootstrap: every specification of each replicate, group by group as
+    ``fit_specifications`` runs them)."""
     yi, vi, codes, subsets, specs, cfg, measure = mv_light
     k = yi.size
     n_cl = int(codes.max()) + 1
-    R = len(seeds)
-    Y = np.stack([_simulate(ss, k, vi, codes, n_cl, *components) for ss in seeds])
-    est = np.full((R, len(specs)), np.nan)
-    p = np.full((R, len(specs)), np.nan)
     mv = Multiverse(yi=yi, vi=vi, cluster=codes, measure=measure, factors=(),
                     subsets=subsets, which=[], specs=specs, config=cfg)
-    ys, vs = Y.ravel(), np.tile(vi, R)
-    cs = (codes[None, :] + n_cl * np.arange(R)[:, None]).ravel()
-    for t in _tasks(mv, 10 ** 9):
-        model, method, test, bias, rows, subs = t
-        masks = subsets[subs]
-        n = rows.size
-        if model in ("univariate", "composite") and bias != "3psm":
-            big = np.zeros((R * n, R * k), dtype=bool)
-            for r in range(R):
-                big[r * n:(r + 1) * n, r * k:(r + 1) * k] = masks
-            tt = (model, method, test, bias, np.arange(R * n), None)
-            _, out, _f, _w = run_task(tt, ys, vs, cs, big, measure, cfg.level,
-                                      cfg.composite_rho, cfg.control)
-            est[:, rows] = out["estimate"].reshape(R, n)
-            p[:, rows] = out["p"].reshape(R, n)
-        else:
-            for r in range(R):
-                _, out, _f, _w = run_task(t, Y[r], vi, codes, masks, measure, cfg.level,
-                                          cfg.composite_rho, cfg.control)
-                est[r, rows] = out["estimate"]
-                p[r, rows] = out["p"]
+    tasks = _tasks(mv, 10 ** 9)
     stats = []
-    for r in range(R):
-        ok = np.isfinite(est[r]) & np.isfinite(p[r])
-        stats.append(curve_statistics(est[r, ok], p[r, ok], alpha) + (int(ok.sum()),))
+    for ss in seeds:
+        y = _simulate(ss, k, vi, codes, n_cl, *components)
+        est = np.full(len(specs), np.nan)
+        p = np.full(len(specs), np.nan)
+        for t in tasks:
+            rows, out, _f, _w = run_task(t, y, vi, codes, subsets[t[5]], measure, cfg.level,
+                                         cfg.composite_rho, cfg.control)
+            est[rows] = out["estimate"]
+            p[rows] = out["p"]
+        ok = np.isfinite(est) & np.isfinite(p)
+        stats.append(curve_statistics(est[ok], p[ok], alpha) + (int(ok.sum()),))
     return stats
 
 
