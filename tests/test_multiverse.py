@@ -425,3 +425,42 @@ def test_shipped_multiverse_toml_is_the_default():
 
     shipped = mvm.load_config(Path(__file__).resolve().parents[1] / "multiverse.toml")
     assert shipped == mvm.MultiverseConfig()
+
+
+def test_che_and_3psm_light_up_when_their_modules_exist(monkeypatch):
+    """The interfaces of engine.che.che and analyses.selection.selection_model (issue 13),
+    stood in for by fakes that record their calls: the levels are run, not listed as
+    unavailable, and their numbers reach the table."""
+    import sys
+    import types
+    from collections import namedtuple
+
+    CHE = namedtuple("CHEResult", "estimate se df pvalue ci_lower ci_upper sigma2")
+    SEL = namedtuple("SelectionResult", "estimate se ci_lower ci_upper pvalue tau2")
+    calls = []
+
+    def che(yi, vi, cluster, rho=0.6, X=None, level=95):
+        calls.append(("che", len(yi), rho))
+        return CHE(0.11, 0.02, 7.5, 0.001, 0.07, 0.15, (0.01, 0.002))
+
+    def selection_model(yi, vi, type="stepfun", steps=(0.025,)):
+        calls.append(("3psm", len(yi), type, steps))
+        return SEL(0.09, 0.03, 0.03, 0.15, 0.004, 0.012)
+
+    monkeypatch.setitem(sys.modules, "metaalliance.engine.che",
+                        types.SimpleNamespace(che=che))
+    monkeypatch.setitem(sys.modules, "metaalliance.analyses.selection",
+                        types.SimpleNamespace(selection_model=selection_model))
+    cfg = mvm.MultiverseConfig(which=("mod",), methods=("REML",), models=("univariate", "che"),
+                               tests=("z",), bias=("none", "3psm"), min_k=10, min_samples=5)
+    mv = _small_mv(config=cfg)
+    assert mv.unavailable == {}
+    res = mv.results
+    che_rows = res[res["model"] == "che"]
+    psm_rows = res[res["bias"] == "3psm"]
+    assert len(che_rows) == len(psm_rows) == mv.subsets.shape[0]
+    assert set(che_rows["test"]) == {"cr2"} and set(psm_rows["method"]) == {"ML"}
+    assert np.allclose(che_rows["estimate"], 0.11) and np.allclose(che_rows["tau2"], 0.012)
+    assert np.allclose(psm_rows["ci_upper"], 0.15) and np.allclose(psm_rows["p"], 0.004)
+    assert ("che", mv.subsets[0].sum(), mvm.CHE_RHO) in calls
+    assert any(c[0] == "3psm" and c[2:] == ("stepfun", (0.025,)) for c in calls)
