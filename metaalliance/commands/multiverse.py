@@ -55,8 +55,9 @@ def register(sub, common):
                    help="run on a Dask cluster (dask.distributed scheduler address, e.g. "
                         "tcp://host:8786) through joblib's dask backend")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="write specifications.csv, multiverse.json, specification_curve.pdf/"
-                        ".png and multiverse_histogram.pdf/.png into DIR")
+                   help="write specifications.csv (and .parquet when pyarrow is installed), "
+                        "multiverse.json, specification_curve.pdf/.png and "
+                        "multiverse_histogram.pdf/.png into DIR")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -144,10 +145,20 @@ def write_outputs(folder, mv, out) -> None:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    table = mv.results.drop(columns=["subset"])
     buf = io.StringIO()
-    mv.results.drop(columns=["subset"]).to_csv(buf, index=False, float_format="%.17g")
-    write_all({folder / "specifications.csv": buf.getvalue(),
-               folder / "multiverse.json": json.dumps(out, indent=2, allow_nan=False)})
+    table.to_csv(buf, index=False, float_format="%.17g")
+    files = {folder / "specifications.csv": buf.getvalue(),
+             folder / "multiverse.json": json.dumps(out, indent=2, allow_nan=False)}
+    try:
+        pq = io.BytesIO()
+        table.to_parquet(pq, index=False)
+        files[folder / "specifications.parquet"] = pq.getvalue()
+    except ImportError:
+        from metaalliance.cli import note
+        note("specifications.parquet not written: Parquet needs pyarrow "
+             "(pip install pyarrow); the CSV has the same table")
+    write_all(files)
     factors = list(mv.factors) + ["method", "model", "test", "bias"]
     fig = sc.specification_curve(mv.results, factors, level=mv.config.level)
     ax = sc.multiverse_histogram(mv.results)
