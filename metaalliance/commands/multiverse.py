@@ -159,6 +159,10 @@ def write_outputs(folder, mv, out) -> None:
         note("specifications.parquet not written: Parquet needs pyarrow "
              "(pip install pyarrow); the CSV has the same table")
     write_all(files)
+    if mv.results.empty:
+        from metaalliance.cli import note
+        note("no specification could be fitted: no figures written")
+        return
     factors = list(mv.factors) + ["method", "model", "test", "bias"]
     fig = sc.specification_curve(mv.results, factors, level=mv.config.level)
     ax = sc.multiverse_histogram(mv.results)
