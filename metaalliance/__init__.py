@@ -22,6 +22,8 @@ _API = {
     "convert": "metaalliance.dataset.effectsize",
     "r_to_z": "metaalliance.dataset.effectsize",
     "z_to_r": "metaalliance.dataset.effectsize",
+    "import_sheet": "metaalliance.dataset.intake",
+    "export_sheet": "metaalliance.dataset.intake_write",
     # the engine
     "random_effects": "metaalliance.engine.models",
     "meta_regression": "metaalliance.engine.models",
@@ -43,9 +45,9 @@ _API = {
     "cumulative": "metaalliance.analyses.sensitivity",
     "gosh": "metaalliance.analyses.sensitivity",
     # figures
-    "forest_plot": "metaalliance.figures.plots",
-    "funnel_plot": "metaalliance.figures.plots",
-    "save_figure": "metaalliance.figures.plots",
+    "forest_plot": "metaalliance.figures.forest",
+    "funnel_plot": "metaalliance.figures.funnel",
+    "save_figure": "metaalliance.figures.style",
 }
 
 __all__ = ["__version__", *_API]

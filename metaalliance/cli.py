@@ -17,15 +17,17 @@ import sys
 from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
-COMMANDS = ("validate", "summary", "add", "convert", "pool", "bias", "sensitivity", "forest",
-            "funnel", "report", "multiverse")
+COMMANDS = ("validate", "summary", "add", "agree", "diff", "export", "convert", "pool", "bias",
+            "sensitivity", "forest", "funnel", "prisma", "report", "multiverse", "explore")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
 
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
+Teams:      metaalliance add --file SHEET | agree | diff | export   (sheets, double extraction)
 Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
-Authors:    metaalliance forest | funnel | report      (figures and the full report)
+Authors:    metaalliance forest | funnel | prisma | report  (figures and the full report)
+Everyone:   metaalliance explore                       (the dataset in the browser)
 Multiverse: metaalliance multiverse                   (every specification, its curve)
 
 Without --data every command works on the curated dataset (data/findings + references.bib).

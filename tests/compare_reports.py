@@ -7,7 +7,8 @@ they replaced. Whitespace runs are collapsed to one space and whitespace between
 dropped; the only other normalisation is the spelling of the two quote entities (Python's
 html.escape writes &#x27; and &quot;, Jinja2's markupsafe writes &#39; and &#34;: the same
 characters), and the git commit named in the header line is masked (a report built from a
-later commit names that commit). Exit 0 when both files match, 1 (with the first difference) otherwise.
+later commit names that commit). Exit 0 when both files match, 1 (with the first difference)
+otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def normalise(text: str, html: bool) -> str:
 
 def first_difference(a: str, b: str) -> str:
     i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"at character {i}:\n  before: ...{a[max(0, i - 80):i + 80]}\n  after:  ...{b[max(0, i - 80):i + 80]}"
+    lo, hi = max(0, i - 80), i + 80
+    return f"at character {i}:\n  before: ...{a[lo:hi]}\n  after:  ...{b[lo:hi]}"
 
 
 def compare(before: Path, after: Path) -> list:

@@ -136,7 +136,12 @@ def test_bad_csv_row_names_row_and_field(dataset, tmp_path, capsys):
     csv = tmp_path / "new.csv"
     csv.write_text("citekey,n,stat_type,value\ndelta2005second,eighty,r,0.2\n")
     assert main(["add", *_args(dataset), "--file", str(csv)]) == 1
-    assert capsys.readouterr().err == f"error: {findings.display_path(csv)}: row 2: n: 'eighty' is not a valid value\n"
+    # every problem of the row at once (issue 11), the bad cell first
+    lines = capsys.readouterr().err.splitlines()
+    name = findings.display_path(csv)
+    assert lines[0] == f"{name}: row 2: n: 'eighty' is not a number"
+    assert f"{name}: row 2: instrument: missing" in lines
+    assert all(line.startswith(f"{name}: row 2: ") for line in lines)
 
 
 WORKER = textwrap.dedent("""\

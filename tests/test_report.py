@@ -135,6 +135,7 @@ def write_config(root: Path, fdir: Path, bib: Path, extra: str = "") -> Path:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
     fdir, bib = write_simulated_dataset(root)
+    (fdir.parent / "CHANGELOG.md").write_text("# SIMULATED changelog\n\n## 9.9.1 (2030-01-01)\n")
     config = write_config(root, fdir, bib)
     out = report.run(config, root / "results", quiet=True)
     return root, fdir, bib, config, out
@@ -225,6 +226,8 @@ def test_every_link_of_the_html_resolves_and_the_manifest_hashes_match(built):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator"] == "metaalliance report"
     assert manifest["data"]["hash"] == findings.data_hash(fdir, bib)
+    # the dataset version: the newest release in the CHANGELOG.md beside the findings (issue 11)
+    assert manifest["data"]["version"] == "9.9.1" and "Dataset version 9.9.1;" in html
     assert {"numpy", "scipy", "pandas", "matplotlib", "metaalliance"} <= set(manifest["versions"])
     assert manifest["options"]["model"]["method"] == "REML"
     for name, digest in manifest["files"].items():
@@ -343,3 +346,35 @@ def test_templates_and_css_ship_as_package_data():
     for name in files:
         assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} would not be installed"
     assert "jinja2" in " ".join(pyproject["project"]["dependencies"])
+
+
+def test_a_name_missing_from_a_template_context_is_an_error():
+    import jinja2
+
+    from metaalliance.report.render import render
+
+    table = dict(title="Table 1. T", heads=["Study", "r"], aligns=["---", "---:"],
+                 text_rows=[["A | B (2001)", ".30"]])
+    with pytest.raises(jinja2.UndefinedError, match="'note' is undefined"):
+        render("table.md.j2", **table)
+    assert render("table.md.j2", note="", **table) == \
+        "**Table 1. T**\n\n| Study | r |\n| --- | ---: |\n| A \\| B (2001) | .30 |\n"
+
+
+def test_data_section_shows_coverage_how_read_and_the_strict_sensitivity_row(built):
+    """Issue 12: coverage sentence, findings by how read, PRISMA figure, and the main model on
+    zero-order exact findings from the studies' own texts (all simulated findings are such, so
+    that row equals the primary three-level model)."""
+    root, fdir, bib, config, out = built
+    html = (out / "report.html").read_text(encoding="utf-8")
+    n_studies = len(list(fdir.glob("*.yaml")))
+    assert f"Coverage: {n_studies} studies included, 0 awaiting extraction" in html
+    assert (out / "figures/prisma.pdf").is_file() and (out / "figures/prisma.png").is_file()
+    how = read_csv(out / "tables/how_read.csv")
+    assert how[-1]["read"] == "all findings"
+    assert [r["read"] for r in how[:-1]] == ["study's own text"]
+    models_rows = {r["analysis"]: r for r in read_csv(out / "tables/models.csv")}
+    from metaalliance.analyses import coverage
+    strict, primary = models_rows[coverage.STRICT_NAME], models_rows["three-level (primary)"]
+    assert strict["k"] == primary["k"]
+    assert float(strict["r"]) == pytest.approx(float(primary["r"]), rel=1e-12)

@@ -8,6 +8,7 @@ Examples:
   metaalliance pool --by rater --tau2-model pooled
   metaalliance pool --mods "~ instrument + year" --permutations 1000 --seed 1
   metaalliance pool --cluster citekey                 three-level model (finding in study)
+  metaalliance pool --aggregate sample --rho 0.5      one composite per sample, then REML
   metaalliance pool --data my.csv --r r --n n --where population=adult
 
 Numbers agree with R's metafor: rma(yi, vi, method, test), predict(), confint() (Q-profile),
@@ -32,6 +33,13 @@ def register(sub, common):
     g.add_argument("--mods", metavar="FORMULA", help='meta-regression, e.g. "~ instrument + year"')
     g.add_argument("--cluster", metavar="COL",
                    help="three-level model: findings within clusters of this column (REML)")
+    g.add_argument("--aggregate", metavar="COL",
+                   help="one composite effect per value of COL (metafor's aggregate(), "
+                        "sampling errors correlated --rho within it), then a random-effects "
+                        "model of the composites")
+    g.add_argument("--rho", type=float, default=None, metavar="R",
+                   help="with --aggregate: assumed correlation of the sampling errors of "
+                        "findings in one cluster (default 0.5)")
     g.add_argument("--permutations", type=int, metavar="N",
                    help="with --mods: permutation test (metafor's permutest) with N permutations")
     g.add_argument("--seed", type=int, default=None, help="seed of the permutation test")
@@ -55,6 +63,10 @@ def run(args) -> int:
                           "with --tau2-model pooled)")
     if args.cluster and args.by:
         raise OptionError("--cluster cannot be combined with --by")
+    if args.aggregate and (args.by or args.mods or args.cluster):
+        raise OptionError("--aggregate cannot be combined with --by, --mods or --cluster")
+    if args.rho is not None and not args.aggregate:
+        raise OptionError("--rho needs --aggregate COL")
     if args.permutations is not None and not args.mods:
         raise OptionError("--permutations needs --mods")
     if args.permutations is not None and args.permutations < 2:
@@ -66,6 +78,8 @@ def run(args) -> int:
         required += _mods_columns(args.mods)
     if args.cluster:
         required.append(args.cluster)
+    if args.aggregate:
+        required.append(args.aggregate)
     required = tuple(dict.fromkeys(required))
     # columns are checked here rather than through select(required_columns=...): that path of
     # tabular.read_effects overwrote the vi array (reported to the lead)
@@ -120,6 +134,38 @@ def _numeric_if_possible(df, cols, source="data"):
 
 
 
+def composite_fit(df, yi, vi, cluster: str, rho: float, **model):
+    """One composite effect per value of ``df[cluster]`` (``multilevel.aggregate``, metafor's
+    ``aggregate(struct = "CS", rho)``), then ``models.random_effects`` of the composites.
+
+    Returns (fit, frame): ``frame`` has one row per composite in the fit's order (cluster,
+    label, citekey, year, k, n), for a forest plot. ``model``: method, test, level, measure,
+    control.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from metaalliance.engine import models, multilevel
+    from metaalliance.formatting import distinct_labels
+
+    keys_all = df[cluster].astype(str).to_numpy()
+    agg = multilevel.aggregate(np.asarray(yi, float), np.asarray(vi, float), keys_all, rho=rho)
+    keys = [str(c) for c in agg.cluster]
+    label_col = "label" if "label" in df.columns else cluster
+    first = df.assign(_key=keys_all).groupby("_key", sort=False)
+    labels = distinct_labels([str(first[label_col].first()[c]) for c in keys], keys)
+    frame = pd.DataFrame({"cluster": keys, "label": labels, "citekey": keys,
+                          "k": [int(x) for x in agg.k]})
+    if "year" in df.columns:
+        years = pd.to_numeric(df["year"], errors="coerce").groupby(keys_all).min()
+        frame["year"] = [years.get(c) for c in keys]
+    if "n" in df.columns:
+        ns = pd.to_numeric(df["n"], errors="coerce").groupby(keys_all).max()
+        frame["n"] = [ns.get(c) for c in keys]
+    fit = models.random_effects(agg.yi, agg.vi, labels=labels, **model)
+    return fit, frame
+
+
 def pool_selection(sel, args, used=()) -> int:
     """Fit and print the model for a ``cli.Selection`` (frame, yi, vi, labels, measure, omitted)."""
     import warnings
@@ -128,6 +174,7 @@ def pool_selection(sel, args, used=()) -> int:
 
     from metaalliance.engine import models
     from metaalliance.cli import print_json, progress_bar
+    from metaalliance.engine.multilevel import DEFAULT_RHO
     from metaalliance.errors import MetaAllianceWarning
 
     df = sel.frame.reset_index(drop=True).copy()
@@ -154,7 +201,8 @@ def pool_selection(sel, args, used=()) -> int:
             df = df[keep].reset_index(drop=True)
             yi, vi = yi[keep], vi[keep]
             labels = [lb for lb, kp in zip(labels, keep) if kp]
-        df = _numeric_if_possible(df, [c for c in used if c != args.by and c != args.cluster],
+        df = _numeric_if_possible(df, [c for c in used if c not in (args.by, args.cluster,
+                                                                    getattr(args, "aggregate", None))],
                                   sel.source)
     common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
                   measure=sel.measure)
@@ -164,12 +212,29 @@ def pool_selection(sel, args, used=()) -> int:
         if args.mods:
             X, names, keep = models.design_matrix(df, args.mods)
             kw = dict(X=X, coef_names=names)
+        # rma.mv's t test (df k - p) is the three-level counterpart of knha, as `forest`
+        common["test"] = "t" if args.test == "knha" else args.test
         res = models.three_level(yi, vi, df[args.cluster].astype(str).to_numpy(), **common, **kw)
         out = res.to_dict()
         out.setdefault("omitted", omitted)
         if args.json:
             print_json(out)
         else:
+            print(res.summary())
+        return 0
+    if getattr(args, "aggregate", None):
+        rho = DEFAULT_RHO if args.rho is None else args.rho
+        res, _ = composite_fit(df, yi, vi, args.aggregate, rho, method=args.method,
+                               test=args.test, level=args.level, measure=sel.measure,
+                               control=args.control)
+        out = res.to_dict()
+        out["omitted"] = omitted
+        out["aggregate"] = {"cluster": args.aggregate, "rho": rho, "k_findings": int(len(yi))}
+        if args.json:
+            print_json(out)
+        else:
+            print(f"One composite per {args.aggregate} (metafor aggregate(), rho = {rho:g}): "
+                  f"{len(yi)} findings -> k = {res.k}")
             print(res.summary())
         return 0
     if args.by:

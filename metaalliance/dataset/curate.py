@@ -50,8 +50,9 @@ def _clean_finding(f: dict) -> dict:
 
 
 def _dump(obj) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=None,
-                          width=100)
+    # libyaml's emitter when present (same text as the pure-Python SafeDumper, ~6x faster)
+    return yaml.dump(obj, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                     allow_unicode=True, default_flow_style=None, width=100)
 
 
 def _next_id(existing: list) -> str:

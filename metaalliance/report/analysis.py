@@ -57,6 +57,7 @@ class Analysis:
     bias: Step
     comparison: list               # dicts, one per published synthesis
     years: object = None           # per aggregated sample: year (cumulative order)
+    coverage: object = None        # dataset.flow.Flow: PRISMA counts of the dataset's files
 
 
 def participants(df, cluster: str) -> int:
@@ -219,6 +220,13 @@ def _aggregate(df, cfg):
     return agg, fit, years
 
 
+def _strict(step: Step, df_main, cfg):
+    """The main model on the zero-order exact findings read in the studies' own texts."""
+    from metaalliance.analyses import coverage
+    step.data, result, step.note = coverage.strict_fit(df_main, lambda d: _three_level(d, cfg))
+    return result
+
+
 def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     """Every analysis of the report on the findings DataFrame ``df_all``.
 
@@ -265,6 +273,10 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
                                          test=m["test"], level=m["level"],
                                          control=m["control"],
                                          labels=finding_labels(df_main))))
+        from metaalliance.analyses import coverage
+        strict = Step(coverage.STRICT_NAME)
+        _captured(strict, lambda: _strict(strict, df_main, cfg))
+        comparisons.append(strict)
     agg = _captured(Step("aggregated", data=df_main), lambda: _aggregate(df_main, cfg))
     agg_fit, years = None, None
     if agg.ok:

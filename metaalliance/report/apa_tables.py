@@ -1,4 +1,4 @@
-"""The report's tables: raw values for CSV, APA text for Markdown and HTML (``Table``, ``tables``)."""
+"""The report's tables (``Table``, ``tables``): raw values for CSV, APA text for Markdown, HTML."""
 
 from __future__ import annotations
 
@@ -273,6 +273,15 @@ def tables(a: Analysis) -> list:
                      "Published values as reported by each synthesis (see "
                      "data/published_syntheses.csv); ours from the three-level model on the "
                      "matching subset of the curated findings."))
+    from metaalliance.analyses import coverage
+    out.append(Table("how_read", "Table 7. Findings by how they were read",
+                     [("read", "Read in", "text"), ("conversion", "Conversion", "text"),
+                      ("effect_type", "Effect", "text"), ("k", "k", "int"),
+                      ("studies", "Studies", "int"), ("samples", "Samples", "int")],
+                     coverage.how_read_rows(a.data_all, cluster),
+                     "Read in: the study's own text (abstract, full text, table page) or a "
+                     "published review's table (data/README.md). Conversion: exact, or with an "
+                     "assumption (approximate). Effect: zero-order, partial or adjusted."))
     return out
 
 

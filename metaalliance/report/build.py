@@ -120,6 +120,7 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
 
     from metaalliance.dataset import findings
     from metaalliance.dataset.fileio import atomic_write
+    from metaalliance.dataset.history import dataset_version
 
     start = time.monotonic()
     cfg = load_config(config)
@@ -138,7 +139,7 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
     out = check_out_dir(out, sorted(data_dirs))
     published_path = resolve(cfg["data"]["published"], None)
 
-    steps = 12 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
+    steps = 13 + len(cfg["moderators"]["fields"]) * 3 + len(cfg["moderators"]["regression"]) * 2
     bar = tqdm(total=steps, desc="report", unit="step", file=sys.stderr, disable=quiet,
                dynamic_ncols=True, leave=True)
 
@@ -154,6 +155,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
         if published_path is not None and published_path.is_file():
             published = pd.read_csv(published_path, dtype={"key": str})
         analysis = analyse(df, cfg, published, tick)
+        from metaalliance.analyses import coverage
+        analysis.coverage = coverage.coverage(findings_dir, bib)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
         try:
             (tmp / "tables").mkdir()
@@ -176,7 +179,8 @@ def run(config=None, out="results", *, quiet: bool = False, argv=None) -> "Path"
                 "config_file": str(config) if config is not None else None,
                 "config_sha256": _sha256(Path(config)) if config is not None else None,
                 "options": {k: v for k, v in cfg.items() if not k.startswith("_")},
-                "data": {"findings": findings.display_path(findings_dir),
+                "data": {"version": dataset_version(Path(findings_dir).parent / "CHANGELOG.md"),
+                         "findings": findings.display_path(findings_dir),
                          "bib": findings.display_path(bib),
                          "hash": findings.data_hash(findings_dir, bib),
                          "findings_total": int(len(analysis.data_all)),

@@ -132,6 +132,15 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
                           "One composite effect per sample against its standard error; shaded "
                           "regions show where an effect would be significant (two-sided); open "
                           "circles are samples imputed by trim and fill.", files, "bias"))
+    if a.coverage is not None:
+        from metaalliance.figures import prisma
+        tick("figure prisma")
+        files = _write_figure(out_dir, "prisma",
+                              lambda: prisma.prisma_figure(a.coverage).axes[0], None, cfg)
+        out.append(Figure("prisma", "PRISMA 2020 flow diagram",
+                          "Studies identified, read, excluded (by reason), awaiting extraction "
+                          "and included, counted from data/findings, data/awaiting.csv and "
+                          "data/excluded.csv.", files, "data"))
     if a.main.ok:
         _multiverse_figure(a, out_dir, out, tick)
     pubs = [c for c in a.comparison if c["r_published"] is not None]

@@ -90,10 +90,19 @@ def html_report(a: Analysis, tabs: list, figs: list, out_dir, manifest: dict) ->
         references=[c["citation"] for c in a.comparison if c["citation"]],
         data={"findings": len(d), "studies": d["citekey"].nunique(),
               "samples": d[cluster].nunique(), "main": len(a.data_main)},
-        finding_rows=finding_rows,
+        finding_rows=finding_rows, coverage=_coverage(a),
         versions=", ".join(f"{k} {val}" for k, val in manifest["versions"].items()),
         notes=[(s.name, w) for s in _all_steps(a) for w in s.warnings],
         files=sorted(manifest["files"]))
+
+
+def _coverage(a: Analysis) -> dict | None:
+    """The coverage line of "Data analysed" (analyses/coverage.py), or None without counts."""
+    if a.coverage is None:
+        return None
+    from metaalliance.analyses import coverage
+    return {"sentence": coverage.coverage_sentence(a.coverage),
+            "read_in_review": a.coverage.findings_read_in_review}
 
 
 def _all_steps(a: Analysis) -> list:
@@ -111,4 +120,4 @@ def markdown_report(a: Analysis, tabs: list, figs: list) -> str:
     """The Markdown report (templates/report.md.j2, not escaped)."""
     return render("report.md.j2", title=a.config["report"]["title"], summary=summary_paragraph(a),
                   tables=[tab.markdown() for tab in tabs if tab.name not in HTML_ONLY_TABLES],
-                  figs=figs)
+                  figs=figs, coverage=_coverage(a))
