@@ -413,9 +413,9 @@ def test_report_figure_caption_states_the_summary(curated):
     mv, s, caption = mvm.report_figure(main.reset_index(drop=True))
     assert s["n_specifications"] == curated["summary"]["n_specifications"]
     assert s["median"] == pytest.approx(curated["summary"]["median"])
-    from metaalliance.formatting import fmt_r
+    from metaalliance.formatting import fmt_int, fmt_r
     assert f"Median r = {fmt_r(s['median'])}" in caption
-    assert f"All {s['n_specifications']} specifications" in caption
+    assert f"All {fmt_int(s['n_specifications'])} specifications" in caption
     # too few findings for 20 specifications: no figure
     assert mvm.report_figure(main.head(4)) is None
 

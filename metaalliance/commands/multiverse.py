@@ -140,7 +140,7 @@ def write_outputs(folder, mv, out) -> None:
     from pathlib import Path
 
     from metaalliance.dataset.fileio import write_all
-    from metaalliance.figures.plots import save_figure
+    from metaalliance.figures.style import save_figure
     from metaalliance.figures import specification_curve as sc
 
     folder = Path(folder)

@@ -6,7 +6,7 @@ it does not), the line at 0 and the median; below, the indicator panel: one row 
 level, a tick where a specification uses that level. ``multiverse_histogram(results)`` is the
 "GOSH-like" histogram of all estimates with the median. Both take the table of
 ``analyses.multiverse`` (``Multiverse.results``), draw on the r scale when it has an ``r``
-column, use the journal style of ``figures.plots`` (font, sizes, widths in mm) and follow
+column, use the journal style of ``figures.style`` (font, sizes, widths in mm) and follow
 scikit-learn's convention (``ax=None`` makes a figure; axes are returned; no pyplot).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from metaalliance.errors import DataError
-from metaalliance.figures.plots import (FONT_SIZE, MM_PER_INCH, _new_figure, journal_rc,
+from metaalliance.figures.style import (FONT_SIZE, MM_PER_INCH, _new_figure, journal_rc,
                                         width_inches)
 
 __all__ = ["specification_curve", "multiverse_histogram", "indicator_rows"]
