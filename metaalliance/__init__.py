@@ -45,7 +45,10 @@ _API = {
     "baujat": "metaalliance.analyses.sensitivity",
     "cumulative": "metaalliance.analyses.sensitivity",
     "gosh": "metaalliance.analyses.sensitivity",
+    "enumerate_specifications": "metaalliance.analyses.multiverse",
+    "fit_specifications": "metaalliance.analyses.multiverse",
     # figures
+    "specification_curve": "metaalliance.figures.specification_curve",
     "forest_plot": "metaalliance.figures.forest",
     "funnel_plot": "metaalliance.figures.funnel",
     "save_figure": "metaalliance.figures.style",

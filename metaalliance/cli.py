@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "agree", "diff", "export", "convert", "pool", "bias",
-            "sensitivity", "forest", "funnel", "prisma", "report", "explore")
+            "sensitivity", "forest", "funnel", "prisma", "report", "multiverse", "explore")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
@@ -29,6 +29,7 @@ Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with 
             metaalliance export --r DIR                (an R script that checks them in metafor)
 Authors:    metaalliance forest | funnel | prisma | report  (figures and the full report)
 Everyone:   metaalliance explore                       (the dataset in the browser)
+Multiverse: metaalliance multiverse                   (every specification, its curve)
 
 Without --data every command works on the curated dataset (data/findings + references.bib).
 Run `metaalliance COMMAND --help` for each command's options."""

@@ -39,6 +39,8 @@ from metaalliance.figures.forest import (_DESCRIPTOR_FIELDS, CLUSTER_NOUNS, _as_
                                          _summary_values, _xlabel, forest_figures, forest_plot,
                                          forest_rows, heterogeneity_text, model_name)
 from metaalliance.figures.funnel import funnel_plot  # noqa: F401
+from metaalliance.figures.specification_curve import (multiverse_histogram,  # noqa: F401
+                                                      specification_curve)
 from metaalliance.figures.intervals import (IntervalTable, _table_from,  # noqa: F401
                                             cumulative_forest_plot, interval_plot,
                                             leave_one_out_plot)

@@ -141,6 +141,8 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
                           "Studies identified, read, excluded (by reason), awaiting extraction "
                           "and included, counted from data/findings, data/awaiting.csv and "
                           "data/excluded.csv.", files, "data"))
+    if a.main.ok:
+        _multiverse_figure(a, out_dir, out, tick)
     pubs = [c for c in a.comparison if c["r_published"] is not None]
     if pubs and a.main.ok:
         tick("figure comparison")
@@ -169,3 +171,22 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
                           "points, never pooled) and the three-level estimate of the curated "
                           "findings (diamond).", files, "comparison"))
     return out
+
+
+def _multiverse_figure(a: Analysis, out_dir, out: list, tick) -> None:
+    """The specification curve of the main analysis (issue 14), when it has >= 20
+    specifications."""
+    from metaalliance.analyses import multiverse
+    from metaalliance.figures import specification_curve as sc
+
+    tick("multiverse")
+    got = multiverse.report_figure(a.data_main, a.config["model"]["cluster"])
+    if got is None:
+        return
+    mv, _, caption = got
+    factors = list(mv.factors) + list(multiverse.HOW)
+    files = _write_figure(out_dir, "specification_curve",
+                          lambda: sc.specification_curve(mv.results, factors).axes[0], None,
+                          a.config)
+    out.append(Figure("specification_curve", "Specification curve (multiverse analysis)",
+                      caption, files, "multiverse"))
