@@ -55,7 +55,7 @@ import numpy as np
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from metaalliance.engine.inference import level_alpha
 from metaalliance.engine.optim import num_grad as _num_grad, num_hess as _num_hess, \
-    maximise_box as _maximise, rel_steps as _steps
+    maximise_box as _maximise, rel_steps as _steps, hess_from_grad as _hess_from_grad
 
 __all__ = ["SELECTION_TYPES", "ALTERNATIVES", "SelectionResult", "selection_model",
            "weight_function"]
@@ -194,6 +194,52 @@ class _Problem:
         if self.alternative == "less":
             return ndtr((c - mu[:, None]) / sig[:, None])
         return ndtr((mu[:, None] - c) / sig[:, None]) + ndtr((-c - mu[:, None]) / sig[:, None])
+
+    def _terms(self):
+        """(sign, cut) pairs: F = sum over terms of Phi(sign * (mu - cut) / sigma)."""
+        c = self.cuts
+        if self.alternative == "greater":
+            return ((1.0, c),)
+        if self.alternative == "less":
+            return ((-1.0, c),)
+        return ((1.0, c), (-1.0, -c))
+
+    def grad_nll(self, theta):
+        """Analytic gradient of the step-function negative log-likelihood in
+        (beta, tau2, free deltas)."""
+        from scipy.special import ndtr
+
+        b, tau2, delta = self.split(theta)
+        mu = self.X @ b
+        s2 = self.v + tau2
+        if np.any(s2 <= 0):
+            return np.full(theta.size, np.nan)
+        sig = np.sqrt(s2)
+        k = mu.size
+        F = np.zeros((k, self.cuts.shape[1]))
+        dFm = np.zeros_like(F)
+        dFs = np.zeros_like(F)
+        for sg, c in self._terms():
+            a = sg * (mu[:, None] - c) / sig[:, None]
+            ph = np.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+            F += ndtr(a)
+            dFm += ph * sg / sig[:, None]
+            dFs += -ph * a / sig[:, None]
+        z0 = np.zeros((k, 1))
+        Ff = np.concatenate([z0, F, z0 + 1.0], axis=1)
+        dM = np.concatenate([z0, dFm, z0], axis=1)
+        dS = np.concatenate([z0, dFs, z0], axis=1)
+        P = np.diff(Ff, axis=1)
+        A = P @ delta
+        dA_mu = np.diff(dM, axis=1) @ delta
+        dA_sig = np.diff(dS, axis=1) @ delta
+        r = self.y - mu
+        g_mu = r / s2 - dA_mu / A
+        g_b = self.X.T @ g_mu
+        g_t = float(np.sum(-0.5 / s2 + 0.5 * r * r / (s2 * s2) - dA_sig / (2.0 * sig * A)))
+        counts = np.bincount(self.pgrp, minlength=delta.size)
+        g_d = counts / delta - (P / A[:, None]).sum(axis=0)
+        return -np.r_[g_b, g_t, g_d[self.free]]
 
     def A(self, mu, tau2, delta):
         sig = np.sqrt(np.maximum(self.v + tau2, 1e-300))
@@ -442,11 +488,21 @@ def selection_model(yi, vi, type: str = "stepfun", steps=(0.025,), alternative: 
                np.log((d0 - dlo) / (_DELTA_MAX - d0))]
     from scipy.optimize import minimize
 
-    st1 = minimize(nll_z, z0, jac=lambda z: _num_grad(nll_z, z, _steps(z, 1e-6)),
-                   method="BFGS", options={"gtol": 1e-8, "maxiter": 2000})
+    gfun = prob.grad_nll if type == "stepfun" else None
+
+    def jac_z(z):
+        if gfun is None:
+            return _num_grad(nll_z, z, _steps(z, 1e-6))
+        th = to_theta(z)
+        g = gfun(th)
+        dd = th[p + 1:] - dlo
+        return np.r_[g[:p], g[p] * th[p], g[p + 1:] * dd * (1.0 - dd / (_DELTA_MAX - dlo))]
+
+    st1 = minimize(nll_z, z0, jac=jac_z, method="BFGS",
+                   options={"gtol": 1e-8, "maxiter": 2000})
     best = None
-    for start in (to_theta(st1.x), np.r_[x0, d0]):
-        xs, fs = _maximise(prob.nll, np.clip(start, lo, hi), lo, hi)
+    for start in (to_theta(st1.x),) if gfun is not None else (to_theta(st1.x), np.r_[x0, d0]):
+        xs, fs = _maximise(prob.nll, np.clip(start, lo, hi), lo, hi, grad=gfun)
         if best is None or fs < best[1]:
             best = (xs, fs)
     theta, fmin = best
@@ -467,7 +523,10 @@ def selection_model(yi, vi, type: str = "stepfun", steps=(0.025,), alternative: 
         val = prob.loglik(b, t2, d)
         return -val if np.isfinite(val) else np.nan
 
-    H = _num_hess(nll_free, theta, _steps(theta, 1e-4))
+    if gfun is not None:
+        H = _hess_from_grad(gfun, theta, _steps(theta, 1e-5))
+    else:
+        H = _num_hess(nll_free, theta, _steps(theta, 1e-4))
     cov = None
     if np.all(np.isfinite(H)):
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["num_grad", "num_hess", "rel_steps", "maximise_box"]
+__all__ = ["num_grad", "num_hess", "hess_from_grad", "rel_steps", "maximise_box"]
 
 
 def num_grad(f, x, h):
@@ -38,11 +38,22 @@ def num_hess(f, x, h):
     return H
 
 
+def hess_from_grad(grad, x, h):
+    """Hessian by central differences of an analytic gradient (symmetrised)."""
+    n = x.size
+    H = np.empty((n, n))
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = h[j]
+        H[:, j] = (grad(x + e) - grad(x - e)) / (2 * h[j])
+    return 0.5 * (H + H.T)
+
+
 def rel_steps(x, scale):
     return scale * np.maximum(np.abs(x), 1e-2)
 
 
-def maximise_box(fun, x0, lower, upper, scale=1e-6, max_iter=100):
+def maximise_box(fun, x0, lower, upper, scale=1e-6, max_iter=100, grad=None):
     """Minimise ``fun`` under box bounds by projected Newton steps (numerical derivatives).
 
     Coordinates on a bound whose gradient points outwards stay there; the others take a
@@ -53,14 +64,18 @@ def maximise_box(fun, x0, lower, upper, scale=1e-6, max_iter=100):
     x = np.clip(np.asarray(x0, dtype=float), lower, upper)
     fx = fun(x)
     for _ in range(max_iter):
-        g = num_grad(fun, x, rel_steps(x, scale))
+        g = num_grad(fun, x, rel_steps(x, scale)) if grad is None else grad(x)
         at_lo = (x <= lower) & (g > 0)
         at_hi = (x >= upper) & (g < 0)
         inner = ~(at_lo | at_hi)
         if not inner.any():
             break
         gi = g[inner]
-        H = num_hess(lambda z: fun(_put(x, inner, z)), x[inner], rel_steps(x[inner], 1e-4))
+        if grad is None:
+            H = num_hess(lambda z: fun(_put(x, inner, z)), x[inner], rel_steps(x[inner], 1e-4))
+        else:
+            H = hess_from_grad(lambda z: grad(_put(x, inner, z))[inner], x[inner],
+                               rel_steps(x[inner], 1e-5))
         step = None
         if np.all(np.isfinite(H)):
             try:
