@@ -60,10 +60,7 @@ from metaalliance.engine.optim import num_grad as _num_grad, num_hess as _num_he
 __all__ = ["SELECTION_TYPES", "ALTERNATIVES", "SelectionResult", "selection_model",
            "weight_function"]
 
-#: the weight functions of metafor's selmodel() offered here
-SELECTION_TYPES = ("stepfun", "beta", "halfnorm", "negexp", "logistic", "power")
-#: direction of the one-sided p-values (metafor's ``alternative``)
-ALTERNATIVES = ("greater", "less", "two.sided")
+from metaalliance.options import ALTERNATIVES, SELECTION_TYPES  # noqa: E402  (declared there)
 
 _DELTA_MAX = 100.0                    # metafor's delta.max for every type
 _EPS25 = np.finfo(float).eps ** 0.25  # metafor's bound check (delta <= delta.min + eps^0.25)

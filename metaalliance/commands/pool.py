@@ -25,7 +25,7 @@ def register(sub, common):
     import argparse
 
     from metaalliance.cli import add_model_options
-    from metaalliance.options import TAU2_MODELS
+    from metaalliance.options import MODELWEIGHTS, TAU2_MODELS, WORKING_MODELS
 
     p = sub.add_parser("pool", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -37,7 +37,7 @@ def register(sub, common):
     g.add_argument("--mods", metavar="FORMULA", help='meta-regression, e.g. "~ instrument + year"')
     g.add_argument("--cluster", metavar="COL",
                    help="three-level model: findings within clusters of this column (REML)")
-    g.add_argument("--working-model", choices=["three-level", "che"], default="three-level",
+    g.add_argument("--working-model", choices=list(WORKING_MODELS), default="three-level",
                    help="with --cluster: three-level (default; independent sampling errors) or "
                         "che (correlated and hierarchical effects: sampling errors within a "
                         "cluster correlated --rho; CR2 cluster-robust SEs, Satterthwaite df)")
@@ -47,7 +47,7 @@ def register(sub, common):
     g.add_argument("--rho", type=float, default=None,
                    help="assumed correlation of findings within a cluster: CHE (default 0.6) "
                         "or RVE CORR (default 0.8)")
-    g.add_argument("--modelweights", choices=["CORR", "HIER"], default="CORR",
+    g.add_argument("--modelweights", choices=list(MODELWEIGHTS), default="CORR",
                    help="with --rve: correlated (CORR, default) or hierarchical (HIER) effects")
     g.add_argument("--permutations", type=int, metavar="N",
                    help="with --mods: permutation test (metafor's permutest) with N permutations")
@@ -57,10 +57,9 @@ def register(sub, common):
 
 
 def _mods_columns(formula):
-    from metaalliance.engine.models import _parse_formula
+    from metaalliance.engine.formulas import formula_columns
 
-    terms, _ = _parse_formula(formula)
-    return [t[7:-1].strip() if t.startswith("factor(") else t for t in terms]
+    return formula_columns(formula)
 
 
 def run(args) -> int:

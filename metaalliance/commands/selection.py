@@ -21,7 +21,7 @@ def register(sub, common):
     import argparse
 
     from metaalliance.cli import _level
-    from metaalliance.analyses.selection import ALTERNATIVES, SELECTION_TYPES
+    from metaalliance.options import ALTERNATIVES, SELECTION_TYPES
 
     p = sub.add_parser("selection", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],

@@ -504,39 +504,6 @@ def _subset_batch(y, v, mask, method, test, alpha, control=DEFAULT_CONTROL) -> B
 # design matrices from formulas
 
 
-def _parse_formula(formula: str):
-    from metaalliance.errors import OptionError
-
-    if not isinstance(formula, str) or not formula.strip().startswith("~"):
-        raise OptionError(f"formula: {formula!r} must look like '~ a + b'")
-    rhs = formula.strip()[1:].replace("-", " + -").split("+")
-    terms, intercept = [], True
-    for raw in rhs:
-        t = raw.strip()
-        if not t:
-            continue
-        if t in ("-1", "- 1", "-0", "0"):
-            intercept = False
-            continue
-        if t == "1":
-            continue
-        if t.startswith("-"):
-            raise OptionError(f"formula: cannot remove term {t[1:].strip()!r}; only '- 1'")
-        if any(c in t for c in ":*^/|()") and not (t.startswith("factor(") and t.endswith(")")):
-            raise OptionError(f"formula: term {t!r} is not supported; use column names and "
-                              "factor(column) joined by '+'")
-        terms.append(t)
-    if not terms:
-        raise OptionError(f"formula: {formula!r} names no moderator")
-    return terms, intercept
-
-
-def _is_numeric(series) -> bool:
-    import pandas as pd
-
-    return (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
-
-
 def _check_moderator(x, name) -> None:
     """A numeric moderator must be finite (missing aside) and within +-YI_MAX: beyond, the
     cross-products X'WX overflow and the model would be reported as rank deficient."""
@@ -547,80 +514,15 @@ def _check_moderator(x, name) -> None:
 
 
 def design_matrix(data, formula: str):
-    """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` with ``factor()``.
+    """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` (metafor's coding).
 
-    Numeric columns enter as they are; text, boolean and categorical columns (and
-    ``factor(col)``) become treatment-coded dummies with the first level (sorted; a pandas
-    Categorical keeps its category order) as reference, named ``col`` + level as R does
-    (``instrumentWAI-S``). The intercept ``intrcpt`` comes first unless ``- 1``.
-
-    Returns (X (k, p) float array, names list, keep (k,) bool: rows without missing values).
+    Built by ``engine.formulas.design_matrix`` (formulaic): interactions, ``factor()``/``C()``,
+    ``I()``, ``center()``; treatment contrasts, first (sorted) level the reference, the
+    intercept ``intrcpt`` first. Returns (X, names, keep).
     """
-    import pandas as pd
+    from metaalliance.engine.formulas import design_matrix as _dm
 
-    terms, intercept = _parse_formula(formula)
-    k = len(data)
-    keep = np.ones(k, dtype=bool)
-    cols = []
-    for t in terms:
-        factor = t.startswith("factor(")
-        name = t[7:-1].strip() if factor else t
-        if name not in data.columns:
-            raise DataError(f"formula: no column {name!r} in the data (columns: "
-                            f"{', '.join(map(str, data.columns))})")
-        s = data[name]
-        keep &= ~s.isna().to_numpy()
-        cols.append((t, name, s, factor or not _is_numeric(s)))
-    blocks, names = [], []
-    if intercept:
-        blocks.append(np.ones((k, 1)))
-        names.append(INTERCEPT)
-    first_factor = True
-    for t, name, s, categorical in cols:
-        if not categorical:
-            x = s.to_numpy(dtype=float, na_value=np.nan)
-            _check_moderator(x, t)
-            blocks.append(x[:, None])
-            names.append(t)
-            continue
-        sk = s[keep]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            levels = [c for c in s.cat.categories if (sk == c).any()]
-        elif pd.api.types.is_bool_dtype(s):
-            levels = [v for v in (False, True) if (sk == v).any()]
-        elif pd.api.types.is_numeric_dtype(s):
-            levels = sorted(pd.unique(sk))
-        else:
-            levels = sorted(pd.unique(sk.astype(str)))
-            # text: compare as a numpy object array (a pandas comparison per level cost
-            # more than the whole model fit); missing rows are zeroed below
-            s = s.astype(str).to_numpy(dtype=object)
-        label = (lambda lv: "TRUE" if lv is True else "FALSE" if lv is False else
-                 (f"{lv:g}" if isinstance(lv, float) else str(lv)))
-        if len(levels) < 2:
-            # R's model.matrix stops here ("contrasts can be applied only to factors with 2
-            # or more levels"); dropping the term silently would fit another model
-            found = f"one level, {label(levels[0])!r}," if levels else "no values"
-            raise ModelError(f"formula: {t} has {found} in the {int(keep.sum())} row(s) used; "
-                             "a categorical moderator needs at least 2 levels")
-        sv = s[keep] if not isinstance(s.dtype, pd.CategoricalDtype) else sk
-        single = [label(lv) for lv in levels if int((sv == lv).sum()) == 1]
-        if single:
-            what = (f"level {single[0]!r} occurs" if len(single) == 1 else
-                    f"levels {', '.join(map(repr, single))} each occur")
-            warnings.warn(f"formula: {t}: {what} in one row only; what the model says about "
-                          f"{'it' if len(single) == 1 else 'them'} rests on that one study",
-                          MetaAllianceWarning, stacklevel=3)
-        # without an intercept R codes the first factor with all its levels
-        use = levels if (not intercept and first_factor) else levels[1:]
-        first_factor = False
-        for lv in use:
-            hit = (s == lv) if isinstance(s, np.ndarray) else (s == lv).to_numpy()
-            blocks.append(np.asarray(hit, dtype=float)[:, None])
-            names.append(f"{t}{label(lv)}")
-    X = np.hstack(blocks)
-    X[~keep] = 0.0
-    return X, names, keep
+    return _dm(data, formula)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,8 +36,7 @@ from metaalliance.engine.results import Coefficient
 
 __all__ = ["MODELWEIGHTS", "DEFAULT_RVE_RHO", "RobuResult", "robu", "robu_sensitivity"]
 
-#: robumeta's working models: correlated effects, hierarchical effects
-MODELWEIGHTS = ("CORR", "HIER")
+from metaalliance.options import MODELWEIGHTS  # noqa: E402  (robumeta's CORR, HIER)
 #: robumeta's default assumed within-study correlation
 DEFAULT_RVE_RHO = 0.8
 _EIG_TOL = 1e-10          # robumeta: eigenvalues < 10^-10 get a 0 inverse square root
