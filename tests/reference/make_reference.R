@@ -5,7 +5,8 @@
 # chdir: univariate.R writes next to itself; the others write from the repository root.
 scripts <- list(c("univariate.R", "TRUE"), c("multilevel.R", "FALSE"),
                 c("bias_sensitivity.R", "FALSE"), c("reliability.R", "FALSE"),
-                c("uniroot.R", "FALSE"), c("selection.R", "FALSE"), c("che_rve.R", "FALSE"))
+                c("uniroot.R", "FALSE"), c("selection.R", "FALSE"), c("che_rve.R", "FALSE"),
+                c("formulas.R", "FALSE"))
 for (s in scripts) {
   path <- file.path("tests", "reference", s[1])
   message("running ", path)
