@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "convert", "pool", "bias", "selection", "sensitivity",
-            "forest", "funnel", "report")
+            "forest", "funnel", "prisma", "report")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
 
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
 Analysts:   metaalliance pool | bias | selection | sensitivity   (agree with R's metafor)
-Authors:    metaalliance forest | funnel | report      (figures and the full report)
+Authors:    metaalliance forest | funnel | prisma | report  (figures and the full report)
 
 Without --data every command works on the curated dataset (data/findings + references.bib).
 Run `metaalliance COMMAND --help` for each command's options."""

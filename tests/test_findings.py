@@ -59,14 +59,14 @@ def test_load_tidy_frame(dataset):
     ('source: "doi:10.0000/fixture.1"\n', "", "source: missing"),
     ("diagnosis: depression", "diagnosis: sadness",
      "diagnosis: 'sadness' is not one of depression, anxiety, ptsd, ocd, substance_use, "
-     "personality_disorder, psychosis, eating_disorder, behavior_problems, medical, mixed, "
+     "personality_disorder, psychosis, eating_disorder, behavior_problems, medical, chronic_pain, mixed, "
      "unspecified"),
     ("    conversion: exact\n    locator: \"Table 2\"", "    conversion: approximate\n    locator: \"Table 2\"",
      "finding f1: note: missing (an approximate conversion must say why)"),
     ("timing: early", "timing: early\n    timng: late",
      "finding f1: timng: unknown field (allowed: id, n, statistic, positive_is_better, "
      "instrument, rater, timing, outcome, effect_type, conversion, locator, sample, "
-     "instrument_detail, session, curation_id, note, population, diagnosis, setting, modality, "
+     "instrument_detail, session, curation_id, via, note, population, diagnosis, setting, modality, "
      "treatment)"),
 ])
 def test_each_problem_has_its_exact_message(dataset, old, new, expected):

@@ -265,3 +265,100 @@ def test_cli_report(built, tmp_path):
 
     root, fdir, bib, config, out = built
     assert main(["report", "--config", str(config), "--out", str(fdir / "x"), "--quiet"]) == 1
+
+
+# --- the templates (report/templates/*.j2): content, escaping, packaging --------------------------
+
+def _analysis(config, fdir, bib, relabel=None):
+    import pandas as pd
+
+    cfg = report.load_config(config)
+    df = findings.load(fdir, bib)
+    if relabel is not None:
+        df["label"] = df["label"].where(df.index != df.index[0], relabel)
+    published = pd.read_csv(REPO / "data" / "published_syntheses.csv", dtype={"key": str})
+    return report.analyse(df, cfg, published)
+
+
+def test_the_html_and_markdown_show_every_table_figure_and_paragraph(built):
+    from markupsafe import escape
+
+    root, fdir, bib, config, out = built
+    html = (out / "report.html").read_text(encoding="utf-8")
+    md = (out / "report.md").read_text(encoding="utf-8")
+    a = _analysis(config, fdir, bib)
+    tabs = report.tables(a)
+    assert len(tabs) >= 8
+    summary = report.summary_paragraph(a)
+    assert f"<p class='summary'>{escape(summary)}</p>" in html
+    assert f"## Results summary\n\n{summary}\n" in md
+    for tab in tabs:
+        assert f"<table id='table-{tab.name}'><caption>{escape(tab.title)}</caption>" in html
+        assert f"<a href='tables/{tab.name}.csv'>CSV</a>" in html
+        for cells in tab.shown().text_rows():
+            row = "".join(f"<td class='[tn]'>{re.escape(str(escape(c)))}</td>" for c in cells)
+            assert re.search(row, html), (tab.name, cells)
+        if tab.note:
+            assert f"<em>Note.</em> {escape(tab.note)}</p>" in html
+        shown_in_md = tab.name not in ("leave_one_out", "influence", "cumulative")
+        assert (tab.markdown() in md) == shown_in_md, tab.name
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(pngs) >= 8
+    for number, name in enumerate(re.findall(r"<figure id='fig-([a-z_]+)'>", html), start=1):
+        assert f"<figure id='fig-{name}'>" in html and f"<b>Figure {number}.</b>" in html
+        assert f"- Figure {number}. " in md and f"(figures/{name}.png)" in md
+    assert {p.stem for p in pngs} == set(re.findall(r"<figure id='fig-([a-z_]+)'>", html))
+    for fld, why in a.skipped:
+        assert f"<li><b>{escape(fld)}</b>: {escape(why)}</li>" in html
+    for fid in a.data_all["finding_id"]:
+        assert f"<td class='t'>{escape(fid)}</td>" in html
+
+
+def test_html_is_autoescaped_and_markdown_is_not(built):
+    root, fdir, bib, config, out = built
+    evil = "<script>alert('x')</script> & Co (2020)"
+    a = _analysis(config, fdir, bib, relabel=evil)
+    a.config["report"]["title"] = "Alliance <b>& outcome</b>"
+    tabs = report.tables(a)
+    manifest = {"versions": {"metaalliance": "0"}, "data": {"hash": "0" * 64}, "git": None,
+                "config_file": None, "files": {}}
+    html = report.html_report(a, tabs, [], out, manifest)
+    assert "<script>" not in html and "<b>&" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co (2020)" in html
+    assert "<h1>Alliance &lt;b&gt;&amp; outcome&lt;/b&gt;</h1>" in html
+    md = report.markdown_report(a, tabs, [])
+    assert md.startswith("# Alliance <b>& outcome</b>\n")
+    assert "&amp;" not in md and "&lt;" not in md
+
+
+def test_templates_and_css_ship_as_package_data():
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["metaalliance.report"]
+    folder = REPO / "metaalliance" / "report"
+    files = [p.relative_to(folder).as_posix() for p in (folder / "templates").iterdir()]
+    assert "templates/report.css" in files and "templates/report.html.j2" in files
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} would not be installed"
+    assert "jinja2" in " ".join(pyproject["project"]["dependencies"])
+
+
+def test_data_section_shows_coverage_how_read_and_the_strict_sensitivity_row(built):
+    """Issue 12: coverage sentence, findings by how read, PRISMA figure, and the main model on
+    zero-order exact findings from the studies' own texts (all simulated findings are such, so
+    that row equals the primary three-level model)."""
+    root, fdir, bib, config, out = built
+    html = (out / "report.html").read_text(encoding="utf-8")
+    n_studies = len(list(fdir.glob("*.yaml")))
+    assert f"Coverage: {n_studies} studies included, 0 awaiting extraction" in html
+    assert (out / "figures/prisma.pdf").is_file() and (out / "figures/prisma.png").is_file()
+    how = read_csv(out / "tables/how_read.csv")
+    assert how[-1]["read"] == "all findings"
+    assert [r["read"] for r in how[:-1]] == ["study's own text"]
+    models_rows = {r["analysis"]: r for r in read_csv(out / "tables/models.csv")}
+    from metaalliance.analyses import coverage
+    strict, primary = models_rows[coverage.STRICT_NAME], models_rows["three-level (primary)"]
+    assert strict["k"] == primary["k"]
+    assert float(strict["r"]) == pytest.approx(float(primary["r"]), rel=1e-12)

@@ -42,7 +42,7 @@ FINDING_REQUIRED = ("id", "n", "statistic", "positive_is_better", "instrument", 
                     "outcome", "effect_type", "conversion", "locator", "sample")
 #: study tags a finding may override (e.g. two trial arms in different settings)
 OVERRIDABLE = ("population", "diagnosis", "setting", "modality", "treatment")
-FINDING_OPTIONAL = ("instrument_detail", "session", "curation_id", "note") + OVERRIDABLE
+FINDING_OPTIONAL = ("instrument_detail", "session", "curation_id", "via", "note") + OVERRIDABLE
 FINDING_VOCAB = ("instrument", "rater", "timing", "effect_type", "conversion") + OVERRIDABLE
 STAT_FIELDS = ("type", "value", "df", "sign", "n1", "n2")
 
@@ -54,7 +54,7 @@ COLUMNS = ["citekey", "finding_id", "sample", "label", "author", "year", "popula
            "diagnosis", "setting", "modality", "treatment", "country", "design", "instrument",
            "rater", "timing", "session", "outcome_measure", "outcome_domain", "effect_type",
            "conversion", "n", "stat_type", "stat_value", "r", "yi", "vi", "source", "locator",
-           "file"]
+           "via", "read_in_review", "file"]
 
 CITEKEY_RE = re.compile(r"^[a-z][a-z0-9]*[0-9]{4}[a-z0-9]*$")
 FINDING_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
@@ -318,6 +318,10 @@ def check_finding(f: dict, p: str) -> list[str]:
     for key in ("locator", "sample", "instrument_detail", "note", "curation_id"):
         if f.get(key) is not None and not isinstance(f[key], str):
             problems.append(f"{p}{key}: must be text")
+    via = f.get("via")
+    if via is not None and (not isinstance(via, str) or not CITEKEY_RE.match(via)):
+        problems.append(f"{p}via: {_show(via)} must be the citekey of the review whose table "
+                        "holds this finding (a key in references.bib)")
     outcome = f.get("outcome")
     if outcome is not None:
         if not isinstance(outcome, dict):
@@ -478,12 +482,44 @@ def read_dataset(findings_dir=None, bib=None, *, overrides: dict | None = None,
                             f"{_show(f['sample'])} is already used by {owner}: one sample is "
                             "counted once (keep one paper's findings)")
     stems = {q.stem for q in paths.values()}
+    reviews = _check_via(ds, bib)
     for key in sorted(ds.bib):
-        if key not in ds.studies and key not in stems:
+        if key not in ds.studies and key not in stems and key not in reviews:
             ds.problems.append(f"{display_path(bib)}: {key}: no findings file "
                                f"{fname}/{key}.yaml")
+    if findings_dir.resolve() == DEFAULT_FINDINGS.resolve() or \
+            (findings_dir.parent / "awaiting.csv").is_file():
+        from metaalliance.dataset import flow
+        ds.problems.extend(flow.check_logs(findings_dir.parent, set(stems)))
     ds.problems = [_one_line(p) for p in ds.problems]
     return ds
+
+
+def _check_via(ds: Dataset, bib) -> set[str]:
+    """Cross-file rules of findings read in a review's table (``via: <review citekey>``): the
+    review has a bib entry and no study file, and the study's ``source`` is the review's DOI
+    (the text the numbers were read in). Returns the review keys cited (not orphans)."""
+    reviews: set[str] = set()
+    for citekey, (path, doc) in sorted(ds.studies.items()):
+        name = display_path(path)
+        for f in doc.get("findings") or []:
+            if not isinstance(f, dict) or not isinstance(f.get("via"), str):
+                continue
+            via, fid = f["via"], _id_text(f.get("id"))
+            reviews.add(via)
+            if via not in ds.bib:
+                ds.problems.append(f"{name}: finding {fid}: via: {_show(via)} not in "
+                                   f"{display_path(bib)} (the review needs a BibTeX entry)")
+                continue
+            if via in ds.studies:
+                ds.problems.append(f"{name}: finding {fid}: via: {_show(via)} is a study file; "
+                                   "via names the review whose table was read")
+                continue
+            doi = ds.bib[via].fields.get("doi")
+            if doi and doc.get("source") != f"doi:{doi}":
+                ds.problems.append(f"{name}: source: {_show(doc.get('source'))} must be the "
+                                   f"review's DOI 'doi:{doi}' (finding {fid} was read via {via})")
+    return reviews
 
 
 def validate(findings_dir=None, bib=None) -> list[str]:
@@ -511,7 +547,8 @@ def _rows(ds: Dataset):
                 "conversion": f["conversion"], "n": f["n"], "stat_type": stat["type"],
                 "stat_value": float(stat["value"]), "r": r,
                 "yi": float(effectsize.r_to_z(r)), "vi": float(effectsize.vi_from_n(f["n"])),
-                "source": doc["source"], "locator": f["locator"], "file": display_path(path),
+                "source": doc["source"], "locator": f["locator"], "via": f.get("via") or "",
+                "read_in_review": bool(f.get("via")), "file": display_path(path),
             }
 
 

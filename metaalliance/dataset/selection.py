@@ -31,6 +31,9 @@ def apply_where(df, where, source: str):
             raise OptionError(f"--where {field_name}=...: {source} has no column {field_name!r} "
                               f"(columns: {', '.join(map(str, df.columns))})")
         col = df[field_name]
+        if pd.api.types.is_bool_dtype(col):  # true/false as typed (read_in_review=false)
+            col = col.map({True: "true", False: "false"})
+            values = [v.lower() for v in values]
         mask = col.astype(str).isin(values)
         numeric = pd.to_numeric(pd.Series(values), errors="coerce")
         if pd.api.types.is_numeric_dtype(col) and numeric.notna().all():
