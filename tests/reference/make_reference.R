@@ -6,7 +6,7 @@
 scripts <- list(c("univariate.R", "TRUE"), c("multilevel.R", "FALSE"),
                 c("bias_sensitivity.R", "FALSE"), c("reliability.R", "FALSE"),
                 c("uniroot.R", "FALSE"), c("selection.R", "FALSE"), c("che_rve.R", "FALSE"),
-                c("formulas.R", "FALSE"))
+                c("formulas.R", "FALSE"), c("multilevel_ci.R", "FALSE"))
 for (s in scripts) {
   path <- file.path("tests", "reference", s[1])
   message("running ", path)
