@@ -390,7 +390,12 @@ def _check_steps(steps, type_):
     return (st[0],) if st else (0.0,)
 
 
-def selection_model(yi, vi, type: str = "stepfun", steps=(0.025,), alternative: str = "greater",
+#: the default steps: the 3PSM's cut point for stepfun; "no step" (metafor's 0) for the others
+DEFAULT_STEPS = (0.025,)
+
+
+def selection_model(yi, vi, type: str = "stepfun", steps=DEFAULT_STEPS,
+                    alternative: str = "greater",
                     X=None, level=95, names=None) -> SelectionResult:
     """Fit a selection model by maximum likelihood, as ``selmodel(rma(yi, vi, method = "ML"))``.
 
@@ -399,9 +404,9 @@ def selection_model(yi, vi, type: str = "stepfun", steps=(0.025,), alternative: 
     yi, vi : effect sizes and sampling variances (all vi > 0).
     type : one of ``SELECTION_TYPES``.
     steps : the step function's cut points (1 is appended); for the smooth types an optional
-        single value a (w = 1 for p <= a); ignored (must be empty) for "beta". Default
-        ``(0.025,)``: the three-parameter selection model (3PSM) for stepfun; pass ``()`` for
-        the smooth types (steps = 0, metafor's default).
+        single value a (w = 1 for p <= a); none for "beta". The default is ``(0.025,)`` for
+        stepfun (the three-parameter selection model, 3PSM) and no step for the other types
+        (metafor's steps = 0).
     alternative : "greater" (default, metafor's), "less" or "two.sided".
     X : optional moderator matrix with its intercept column first (k x p).
     level : confidence level (95 or 0.95).
@@ -419,7 +424,7 @@ def selection_model(yi, vi, type: str = "stepfun", steps=(0.025,), alternative: 
     if alternative not in ALTERNATIVES:
         raise OptionError(f"selection: alternative must be one of {', '.join(ALTERNATIVES)} "
                           f"(got {alternative!r})")
-    if type != "stepfun" and steps == (0.025,):
+    if type != "stepfun" and steps is DEFAULT_STEPS:
         steps = ()
     st = _check_steps(steps, type)
     lv, alpha = level_alpha(level)
