@@ -303,7 +303,7 @@ def cr2_inference(y, X, beta, blocks, level=95, C=None):
     J = len(blocks)
     Mchol = np.linalg.cholesky(M)
     comps = np.empty((J, p))
-    G = np.empty((J, p, 0)).tolist()
+    G = [None] * J
     Hs = np.empty((p, J, p))
     for j, (idx, Vj, Lj, Wj, Xj) in enumerate(pre):
         XW = Xj.T @ Wj

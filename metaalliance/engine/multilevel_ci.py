@@ -15,7 +15,6 @@ Computation only: no I/O.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +54,6 @@ def _profile(b, reml, j, value, other_max):
     res = minimize_scalar(lambda o: -ll(o), bounds=(0.0, other_max), method="bounded",
                           options={"xatol": 1e-13 * max(other_max, 1e-8), "maxiter": 2000})
     cands = [(ll(0.0), 0.0), (-res.fun, float(res.x))]
-    # polish: a few golden-section-free Newton-like refinements are unnecessary; take the best
     return max(cands)[0]
 
 
