@@ -13,7 +13,8 @@ Tolerances (the issue's, and why they are honest):
   Richardson extrapolation; ours central differences of the analytic gradient for the step
   function, of the log-likelihood for the smooth types).
 - Cases where metafor says the optimum is not clean (a delta on its bound: LRT 0, or its
-  Hessian could not be inverted) are "flat": only the log-likelihood (ours >= metafor's) and the
+  Hessian could not be inverted), and the beta model, whose maximum metafor's optim does not
+  reach (MAXIMUM_NOT_REACHED), are "flat": only the log-likelihood (ours >= metafor's) and the
   estimates to 1e-2 of their SE are compared.
 """
 
@@ -50,8 +51,14 @@ def fit(c):
                                alternative=c["alternative"], X=X)
 
 
+#: metafor's optim stops short of the maximum of the beta model on these data: our
+#: log-likelihood is higher by 2.5e-7 (molloy2014, tight control) and 2.5e-4 (hackshaw1998,
+#: where the tight control fails and the reference is metafor's default control)
+MAXIMUM_NOT_REACHED = ("molloy2014_beta", "hackshaw1998_beta")
+
+
 def flat(c):
-    return c.get("warning") is not None or c["LRT"] == 0
+    return c.get("warning") is not None or c["LRT"] == 0 or c["name"] in MAXIMUM_NOT_REACHED
 
 
 def test_versions_recorded():

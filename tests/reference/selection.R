@@ -16,8 +16,10 @@
 # Optimiser: metafor's default optim(BFGS) stops at reltol = 1e-8 and integrate() at
 # rel.tol = eps^0.25, which leaves the estimates of the smooth types up to ~1e-3 from the optimum
 # on flat likelihoods. The references are therefore computed with
-#   TIGHT = list(reltol = 1e-14, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L))
-# (stored in the JSON); the default-control values of each case are kept under "default".
+#   TIGHT = list(reltol = 1e-10, maxit = 1000, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L))
+# (reltol below ~1e-10 only chases the integration noise until maxit)
+# (stored in the JSON); where metafor fails with it, the default control is used instead
+# ("control_used").
 #
 # Datasets (package metadat):
 #   dat.molloy2014     correlations (ZCOR); one per study
@@ -40,8 +42,8 @@ out <- list(
   cases = list()
 )
 
-TIGHT <- list(reltol = 1e-14, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L))
-out$control <- "TIGHT = list(reltol = 1e-14, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L))"
+TIGHT <- list(reltol = 1e-10, maxit = 1000, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L))
+out$control <- "TIGHT = list(reltol = 1e-10, maxit = 1000, intCtrl = list(rel.tol = 1e-10, subdivisions = 1000L)); where that fails, metafor's default control (field control_used)"
 
 na2null <- function(x) { x <- as.numeric(x); if (length(x) == 0) return(NULL); lapply(x, function(v) if (is.na(v)) NULL else v) }
 
@@ -55,9 +57,18 @@ add_case <- function(name, dataset, yi, vi, type, steps = NULL, alternative = "g
                   if (is.null(mods)) "" else ", mods = X[, -1]", type,
                   if (is.null(steps)) "" else sprintf(", steps = c(%s)", paste(steps, collapse = ", ")),
                   alternative)
-  sel <- withCallingHandlers(
-    tryCatch(do.call(selmodel, args), error = function(e) e),
+  run <- function(a) withCallingHandlers(
+    tryCatch(do.call(selmodel, a), error = function(e) e),
     warning = function(w) { warn <<- conditionMessage(w); invokeRestart("muffleWarning") })
+  sel <- run(args)
+  control_used <- "TIGHT"
+  if (inherits(sel, "error") && !grepl("intervals do not contain", conditionMessage(sel))) {
+    warn <- NULL
+    a2 <- args
+    a2$control <- NULL
+    sel <- run(a2)
+    control_used <- "default"
+  }
   case <- list(name = name, dataset = dataset, call = call, type = type,
                steps = if (is.null(steps)) NULL else as.numeric(steps),
                alternative = alternative, yi = as.numeric(yi), vi = as.numeric(vi),
@@ -66,6 +77,7 @@ add_case <- function(name, dataset, yi, vi, type, steps = NULL, alternative = "g
     case$error <- conditionMessage(sel)
   } else {
     case$warning <- warn
+    case$control_used <- control_used
     case$k <- sel$k
     case$beta <- as.numeric(sel$beta)
     case$se <- na2null(sel$se)
@@ -81,11 +93,6 @@ add_case <- function(name, dataset, yi, vi, type, steps = NULL, alternative = "g
     case$ll <- sel$ll
     case$ll0 <- sel$ll0
     case$steps_used <- as.numeric(sel$steps)
-    args$control <- NULL
-    def <- tryCatch(suppressWarnings(do.call(selmodel, args)), error = function(e) NULL)
-    if (!is.null(def))
-      case$default <- list(beta = as.numeric(def$beta), tau2 = def$tau2,
-                           delta = as.numeric(def$delta), LRT = def$LRT, ll = def$ll)
   }
   out$cases[[length(out$cases) + 1]] <<- case
 }
