@@ -413,10 +413,11 @@ def selection_model(yi, vi, type: str = "stepfun", steps=DEFAULT_STEPS,
 
     Examples
     --------
-    >>> r = selection_model([0.1, 0.4, 0.25, 0.6, 0.05, 0.3, 0.45, 0.2],
-    ...                     [0.01, 0.04, 0.02, 0.05, 0.01, 0.03, 0.04, 0.02])
-    >>> r.type, r.k, r.delta[0], r.lrt_df
-    ('stepfun', 8, 1.0, 1)
+    >>> r = selection_model([0.35, 0.10, 0.42, 0.05, 0.28, 0.61, 0.15, 0.22, 0.48, 0.02],
+    ...                     [0.010, 0.020, 0.015, 0.030, 0.012, 0.040, 0.025, 0.018, 0.020,
+    ...                      0.035])
+    >>> r.type, r.k, r.delta[0], r.lrt_df, r.p_counts    # 3PSM; 5 p-values below .025
+    ('stepfun', 10, 1.0, 1, (5, 5))
     """
     if type not in SELECTION_TYPES:
         raise OptionError(f"selection: type must be one of {', '.join(SELECTION_TYPES)} "
