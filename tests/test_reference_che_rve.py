@@ -139,3 +139,21 @@ def test_rve_cluster_order_invariant():
     b = robu(vec(c["yi"])[perm], vec(c["vi"])[perm], np.asarray(c["cluster"])[perm], X=X[perm])
     close([x.estimate for x in b.coefficients], [x.estimate for x in a.coefficients], 1e-12)
     close(b.dfs, a.dfs, 1e-10)
+
+
+def test_che_htz_with_a_singular_robust_covariance_warns():
+    """SIMULATED data: two moderators each on the single finding of a one-finding cluster.
+    Those findings are fitted exactly, the CR2 covariance of the slopes is singular and
+    clubSandwich's Wald_test stops (chol fails); we keep the coefficients and warn."""
+    from metaalliance.errors import MetaAllianceWarning
+
+    rng = np.random.default_rng(1)
+    cl = np.repeat(np.arange(8), [3, 3, 3, 3, 3, 3, 1, 1]).astype(str)
+    k = len(cl)
+    v = rng.uniform(0.01, 0.05, k)
+    y = rng.normal(0.3, 0.2, k)
+    X = np.c_[np.ones(k), np.arange(k) == k - 2, np.arange(k) == k - 1].astype(float)
+    with pytest.warns(MetaAllianceWarning, match="che: the cluster-robust covariance of the "
+                                                 "moderators is singular"):
+        r = che(y, v, cl, X=X)
+    assert r.robust_test is None and "robust_test" not in r.to_dict()

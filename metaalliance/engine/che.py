@@ -355,7 +355,20 @@ def cr2_inference(y, X, beta, blocks, level=95, C=None):
                 var[s, t] = var[t, s] = (np.sum(B[s, t] * B[t, s]) + np.sum(B[s, s] * B[t, t]))
         nu = q * (q + 1) / np.sum(var)
         cb = C @ beta
-        Q = float(cb @ np.linalg.solve(C @ vcov @ C.T, cb))
+        VC = C @ vcov @ C.T
+        try:
+            np.linalg.cholesky(VC)                 # clubSandwich: chol2inv(chol(...)) fails too
+            Q = float(cb @ np.linalg.solve(VC, cb))
+        except np.linalg.LinAlgError:
+            import warnings
+
+            from metaalliance.errors import MetaAllianceWarning
+
+            warnings.warn("che: the cluster-robust covariance of the moderators is singular "
+                          "(e.g. a level found in one cluster only), so the HTZ test is not "
+                          "available (clubSandwich's Wald_test stops here)", MetaAllianceWarning,
+                          stacklevel=3)
+            return vcov, dfs, None
         delta = max((nu - q + 1) / nu, 0.0)
         df2 = nu - q + 1
         F = delta * Q / q
