@@ -25,8 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.dependence
 
-# Regenerate tests/reference/*.json (needs Rscript with metafor, metadat, jsonlite, clubSandwich)
+# Regenerate tests/reference/*.json (needs Rscript with metafor, metadat, jsonlite, clubSandwich, robumeta)
 reference:
 	Rscript tests/reference/make_reference.R
 

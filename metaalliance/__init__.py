@@ -30,16 +30,22 @@ _API = {
     "meta_regression": "metaalliance.engine.models",
     "meta_regression_matrix": "metaalliance.engine.models",
     "subgroups": "metaalliance.engine.models",
-    "permutation_test": "metaalliance.engine.models",
+    "permutation_test": "metaalliance.engine.permutation",
     "three_level": "metaalliance.engine.multilevel",
     "robust": "metaalliance.engine.multilevel",
     "aggregate": "metaalliance.engine.multilevel",
+    "sigma2_profile_ci": "metaalliance.engine.multilevel_ci",
+    "che": "metaalliance.engine.che",
+    "robu": "metaalliance.engine.rve",
+    "robu_sensitivity": "metaalliance.engine.rve",
+    "design_matrix": "metaalliance.engine.formulas",
     # analyses
     "egger_test": "metaalliance.analyses.bias",
     "rank_test": "metaalliance.analyses.bias",
     "trim_and_fill": "metaalliance.analyses.bias",
     "pet_peese": "metaalliance.analyses.bias",
     "fail_safe_n": "metaalliance.analyses.bias",
+    "selection_model": "metaalliance.analyses.selection",
     "leave_one_out": "metaalliance.analyses.sensitivity",
     "influence": "metaalliance.analyses.sensitivity",
     "baujat": "metaalliance.analyses.sensitivity",
@@ -52,6 +58,7 @@ _API = {
     "forest_plot": "metaalliance.figures.forest",
     "funnel_plot": "metaalliance.figures.funnel",
     "save_figure": "metaalliance.figures.style",
+    "selection_plot": "metaalliance.figures.selection_plot",
 }
 
 __all__ = ["__version__", *_API]

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "agree", "diff", "export", "convert", "pool", "bias",
-            "sensitivity", "forest", "funnel", "prisma", "report", "multiverse", "explore")
+            "selection", "sensitivity", "forest", "funnel", "prisma", "report", "multiverse",
+            "explore")
 
 DESCRIPTION = """\
 Process-outcome meta-analysis of the therapeutic alliance.
 
 Reviewers:  metaalliance validate | add | summary     (the curated dataset)
 Teams:      metaalliance add --file SHEET | agree | diff | export   (sheets, double extraction)
-Analysts:   metaalliance pool | bias | sensitivity     (numbers that agree with R's metafor)
+Analysts:   metaalliance pool | bias | selection | sensitivity | multiverse  (agree with metafor)
             metaalliance export --r DIR                (an R script that checks them in metafor)
 Authors:    metaalliance forest | funnel | prisma | report  (figures and the full report)
 Everyone:   metaalliance explore                       (the dataset in the browser)

@@ -34,6 +34,14 @@ TAU2_MODELS = ("separate", "pooled")
 TRIMFILL_ESTIMATORS = ("L0", "R0")
 SIDES = ("left", "right")
 
+#: selection models (metafor's selmodel types offered) and the direction of one-sided p-values
+SELECTION_TYPES = ("stepfun", "beta", "halfnorm", "negexp", "logistic", "power")
+ALTERNATIVES = ("greater", "less", "two.sided")
+#: working models for dependent findings (pool --cluster): three-level (rma.mv) or CHE
+WORKING_MODELS = ("three-level", "che")
+#: robumeta's RVE working models: correlated or hierarchical effects
+MODELWEIGHTS = ("CORR", "HIER")
+
 #: our option name -> metafor's argument value
 METAFOR_NAMES = {
     "method": {m: m for m in METHODS} | {"EE": "EE"},

@@ -350,8 +350,13 @@ def test_formula_errors():
     y, v = [0.1, 0.2, 0.3, 0.1], [0.01] * 4
     with pytest.raises(DataError, match="formula: no column 'b' in the data \\(columns: a\\)"):
         models.meta_regression(y, v, df, "~ b")
-    with pytest.raises(OptionError, match="formula: term 'a:a' is not supported"):
-        models.meta_regression(y, v, df, "~ a:a")
+    # formulas go through formulaic, but nothing typed is run as Python: calls are whitelisted
+    with pytest.raises(OptionError, match="formula: function 'eval' is not supported"):
+        models.meta_regression(y, v, df, "~ eval(a)")
+    with pytest.raises(OptionError, match="formula: cannot read '.system"):
+        models.meta_regression(y, v, df, "~ a + os.system(1)")
+    with pytest.raises(OptionError, match="formula: name '__import__' is not allowed"):
+        models.meta_regression(y, v, df, "~ I(__import__)")
     with pytest.raises(OptionError, match="formula: 'a' must look like '~ a \\+ b'"):
         models.meta_regression(y, v, df, "a")
 

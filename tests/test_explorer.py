@@ -230,7 +230,7 @@ def test_pool_aggregate_equals_metafor(case, tmp_path, capsys):
 
 def test_pool_aggregate_options_are_checked(capsys):
     assert cli.main(["pool", "--rho", "0.5"]) == 1
-    assert capsys.readouterr().err.strip().endswith("error: --rho needs --aggregate COL")
+    assert capsys.readouterr().err.strip().endswith("error: --rho needs --aggregate COL, --rve or --working-model che")
     assert cli.main(["pool", "--aggregate", "sample", "--cluster", "sample"]) == 1
     assert "--aggregate cannot be combined with --by, --mods or --cluster" in \
         capsys.readouterr().err

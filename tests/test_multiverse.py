@@ -102,6 +102,17 @@ def test_every_specification_equals_pool(curated, curated_frame, capsys, data):
             _close(spec["se"], ref["se"], (f, "se"))
             _close(spec["p"], ref["pvalue"], (f, "p"))
             assert spec["k_model"] == ref["k"]
+    elif f["model"] == "che":
+        rc, out, _ = _run(["pool", *where, "--cluster", "sample", "--working-model", "che",
+                           "--rho", str(mvm.CHE_RHO), "--json"], capsys)
+        ref = json.loads(out)
+        for key in ("estimate", "se", "ci_lower", "ci_upper"):
+            _close(spec[key], ref[key], (f, key))
+    elif f["model"] == "univariate" and f["bias"] == "3psm":
+        rc, out, _ = _run(["selection", *where, "--json"], capsys)
+        ref = json.loads(out)
+        for key in ("estimate", "se", "ci_lower", "ci_upper", "tau2"):
+            _close(spec[key], ref[key], (f, key))
     else:       # composite and three-level t (no CLI command for them): the Python API
         rc, out, _ = _run(["pool", *where, "--cluster", "sample", "--json"], capsys)
         sel = curated_frame
@@ -120,7 +131,10 @@ def test_every_specification_equals_pool(curated, curated_frame, capsys, data):
                 _close(spec["p" if key == "pvalue" else key], getattr(fit, key), (f, key))
             return
         agg = aggregate(sel["yi"], sel["vi"], sel["sample"], rho=mvm.COMPOSITE_RHO)
-        if f["bias"] == "pet_peese":
+        if f["bias"] == "3psm":
+            from metaalliance.analyses.selection import selection_model
+            fit = selection_model(agg.yi, agg.vi)
+        elif f["bias"] == "pet_peese":
             fit = biasmod.pet_peese(models.random_effects(agg.yi, agg.vi))
         else:
             fit = models.random_effects(agg.yi, agg.vi, method=f["method"], test=f["test"])

@@ -1,6 +1,7 @@
 """metaalliance bias: small-study effects and publication bias of a random-effects model."""
 
-HELP = "publication bias: Egger's test, rank test, trim and fill, PET-PEESE, fail-safe N"
+HELP = ("publication bias: Egger's test, rank test, trim and fill, PET-PEESE, fail-safe N, "
+        "3PSM selection model")
 EPILOG = """\
 Examples:
   metaalliance bias                                  curated dataset, REML, z test
@@ -13,7 +14,8 @@ moderator), ranktest(res), trimfill(res, estimator), fsn(yi, vi, type = "Rosenth
 "Orwin" | "Rosenberg"); PET and PEESE are lm(yi ~ sqrt(vi), weights = 1/vi) and
 lm(yi ~ vi, weights = 1/vi), with PEESE chosen when the PET intercept is significant in a
 one-sided t-test at --alpha in the direction of the pooled estimate (Stanley & Doucouliagos
-2014). Findings are treated as independent here, as in `pool` without --cluster."""
+2014). The 3PSM is selmodel(rma(yi, vi, method = "ML"), type = "stepfun", steps = .025)
+(`metaalliance selection` fits the other selection models). Findings are treated as independent here, as in `pool` without --cluster."""
 
 
 def register(sub, common):
@@ -47,8 +49,26 @@ def _back(d, keys, measure):
     return d
 
 
-def to_json(res, fit, omitted: int) -> dict:
+def three_psm(fit):
+    """The 3PSM (step function at .025) for the bias section: (result or None, note or None)."""
+    import warnings
+
+    from metaalliance.analyses.selection import selection_model
+    from metaalliance.errors import MetaAllianceError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return selection_model(fit.yi, fit.vi, type="stepfun", steps=(0.025,)), None
+    except MetaAllianceError as exc:
+        return None, f"3PSM selection model not fitted: {exc}"
+
+
+def to_json(res, fit, omitted: int, psm=None) -> dict:
     out = res.to_dict()
+    out["selection"] = None if psm is None else _back(psm.to_dict(),
+                                                      ("estimate", "ci_lower", "ci_upper"),
+                                                      fit.measure)
     out["omitted"] = omitted
     out["measure"] = fit.measure
     out["estimate"] = fit.estimate
@@ -65,7 +85,7 @@ def _p(p):
     return "<.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def text(res, fit) -> str:
+def text(res, fit, psm=None, psm_note=None) -> str:
     """The readable form (the only place these numbers are rounded)."""
     import math
 
@@ -108,6 +128,16 @@ def text(res, fit) -> str:
                   f"  PEESE intercept {pp.peese.intercept:.4f} (SE {pp.peese.intercept_se:.4f})",
                   f"  selected: {pp.selected}, estimate {est(pp.estimate)}, "
                   f"CI [{pp.ci_lower:.4f}, {pp.ci_upper:.4f}]", ""]
+    if psm is not None:
+        lines += ["3PSM selection model (step function at p = .025; metafor selmodel, ML)",
+                  f"  adjusted estimate {est(psm.estimate)}"
+                  + (f", CI [{psm.ci_lower:.4f}, {psm.ci_upper:.4f}]"
+                     if psm.ci_lower is not None else "")
+                  + f", tau^2 = {psm.tau2:.4f}",
+                  f"  delta (p > .025) = {psm.delta[1]:.4f}; LRT of selection: "
+                  f"{psm.lrt:.4f} (df = {psm.lrt_df}), p = {_p(psm.lrt_p)}", ""]
+    elif psm_note:
+        lines += [psm_note, ""]
     n = res.failsafe_n
     orwin = "inf" if n.orwin is None else str(n.orwin)
     lines += ["Fail-safe N (metafor fsn)",
@@ -135,8 +165,9 @@ def run(args) -> int:
                                 control=args.control)
     res = bias.run_all(fit, estimator=args.estimator, side=args.side, alpha=args.alpha,
                        control=args.control)
+    psm, psm_note = three_psm(fit)
     if args.json:
-        print_json(to_json(res, fit, int(sel.omitted)))
+        print_json(to_json(res, fit, int(sel.omitted), psm))
     else:
-        print(text(res, fit))
+        print(text(res, fit, psm, psm_note))
     return 0

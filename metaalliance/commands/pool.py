@@ -9,10 +9,15 @@ Examples:
   metaalliance pool --mods "~ instrument + year" --permutations 1000 --seed 1
   metaalliance pool --cluster citekey                 three-level model (finding in study)
   metaalliance pool --aggregate sample --rho 0.5      one composite per sample, then REML
+  metaalliance pool --cluster citekey --working-model che --rho 0.6
+                                                      CHE working model, CR2 robust SEs
+  metaalliance pool --cluster citekey --rve --rho 0.8 robust variance estimation (robumeta)
   metaalliance pool --data my.csv --r r --n n --where population=adult
 
 Numbers agree with R's metafor: rma(yi, vi, method, test), predict(), confint() (Q-profile),
-rma(mods = ~ ...), permutest(). Correlations are pooled on Fisher's z; r = tanh(z) is shown
+rma(mods = ~ ...), permutest(); --working-model che: rma.mv on vcalc(vi, cluster, rho) with
+robust(clubSandwich = TRUE) and, with --mods, clubSandwich's HTZ Wald test; --rve: robumeta's
+robu(modelweights, rho, small = TRUE). Correlations are pooled on Fisher's z; r = tanh(z) is shown
 for display. Text moderators are categorical (first level, sorted, is the reference); numeric
 columns enter as numbers; factor(col) makes a numeric column categorical."""
 
@@ -21,7 +26,7 @@ def register(sub, common):
     import argparse
 
     from metaalliance.cli import add_model_options
-    from metaalliance.options import TAU2_MODELS
+    from metaalliance.options import MODELWEIGHTS, TAU2_MODELS, WORKING_MODELS
 
     p = sub.add_parser("pool", help=HELP, description=HELP, epilog=EPILOG,
                        parents=[common["dataset"], common["selection"]],
@@ -37,9 +42,18 @@ def register(sub, common):
                    help="one composite effect per value of COL (metafor's aggregate(), "
                         "sampling errors correlated --rho within it), then a random-effects "
                         "model of the composites")
+    g.add_argument("--working-model", choices=list(WORKING_MODELS), default="three-level",
+                   help="with --cluster: three-level (default; independent sampling errors) or "
+                        "che (correlated and hierarchical effects: sampling errors within a "
+                        "cluster correlated --rho; CR2 cluster-robust SEs, Satterthwaite df)")
+    g.add_argument("--rve", action="store_true",
+                   help="with --cluster: robust variance estimation as robumeta's robu() "
+                        "(small-sample corrected)")
     g.add_argument("--rho", type=float, default=None, metavar="R",
-                   help="with --aggregate: assumed correlation of the sampling errors of "
-                        "findings in one cluster (default 0.5)")
+                   help="assumed correlation of the sampling errors of findings in one cluster: "
+                        "--aggregate (default 0.5), CHE (default 0.6) or RVE CORR (default 0.8)")
+    g.add_argument("--modelweights", choices=list(MODELWEIGHTS), default="CORR",
+                   help="with --rve: correlated (CORR, default) or hierarchical (HIER) effects")
     g.add_argument("--permutations", type=int, metavar="N",
                    help="with --mods: permutation test (metafor's permutest) with N permutations")
     g.add_argument("--seed", type=int, default=None, help="seed of the permutation test")
@@ -48,10 +62,9 @@ def register(sub, common):
 
 
 def _mods_columns(formula):
-    from metaalliance.engine.models import _parse_formula
+    from metaalliance.engine.formulas import formula_columns
 
-    terms, _ = _parse_formula(formula)
-    return [t[7:-1].strip() if t.startswith("factor(") else t for t in terms]
+    return formula_columns(formula)
 
 
 def run(args) -> int:
@@ -65,8 +78,12 @@ def run(args) -> int:
         raise OptionError("--cluster cannot be combined with --by")
     if args.aggregate and (args.by or args.mods or args.cluster):
         raise OptionError("--aggregate cannot be combined with --by, --mods or --cluster")
-    if args.rho is not None and not args.aggregate:
-        raise OptionError("--rho needs --aggregate COL")
+    if (args.rve or args.working_model == "che") and not args.cluster:
+        raise OptionError("--rve and --working-model che need --cluster COL")
+    if args.rve and args.working_model == "che":
+        raise OptionError("--rve and --working-model che: use one")
+    if args.rho is not None and not (args.aggregate or args.rve or args.working_model == "che"):
+        raise OptionError("--rho needs --aggregate COL, --rve or --working-model che")
     if args.permutations is not None and not args.mods:
         raise OptionError("--permutations needs --mods")
     if args.permutations is not None and args.permutations < 2:
@@ -206,6 +223,8 @@ def pool_selection(sel, args, used=()) -> int:
                                   sel.source)
     common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
                   measure=sel.measure)
+    if args.cluster and (args.rve or args.working_model == "che"):
+        return _dependent(args, df, yi, vi, sel.measure, omitted)
     if args.cluster:
         # rma.mv has its own optimiser: --control concerns rma.uni's tau^2 iterations only
         kw = {}
@@ -262,6 +281,36 @@ def pool_selection(sel, args, used=()) -> int:
         res = models.random_effects(yi, vi, control=args.control, **common)
         res = dataclasses.replace(res, omitted=omitted)
         out = res.to_dict()
+    if args.json:
+        print_json(out)
+    else:
+        print(res.summary())
+    return 0
+
+
+def _dependent(args, df, yi, vi, measure, omitted) -> int:
+    """--working-model che or --rve: the CHE model with CR2 inference, or robumeta's RVE."""
+    from metaalliance.cli import print_json
+    from metaalliance.engine import models
+
+    cluster = df[args.cluster].astype(str).to_numpy()
+    kw = {}
+    if args.mods:
+        X, names, _ = models.design_matrix(df, args.mods)
+        kw = dict(X=X, names=names)
+    if args.rve:
+        from metaalliance.engine.rve import DEFAULT_RVE_RHO, robu
+
+        res = robu(yi, vi, cluster, modelweights=args.modelweights,
+                   rho=DEFAULT_RVE_RHO if args.rho is None else args.rho, level=args.level,
+                   measure=measure, **kw)
+    else:
+        from metaalliance.engine.che import DEFAULT_CHE_RHO, che
+
+        res = che(yi, vi, cluster, rho=DEFAULT_CHE_RHO if args.rho is None else args.rho,
+                  level=args.level, measure=measure, **kw)
+    out = res.to_dict()
+    out["omitted"] = omitted
     if args.json:
         print_json(out)
     else:

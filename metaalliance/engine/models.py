@@ -49,15 +49,15 @@ from metaalliance.options import (CONTROLS, DEFAULT_CONTROL, METHODS, TAU2_MODEL
 from metaalliance.engine.results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
                       SubgroupResult, provenance)
 
+# the permutation test lives in engine/permutation.py (split for size); names kept here
+from metaalliance.engine.permutation import (  # noqa: E402,F401
+    COMPTOL, PERM_CHUNK, PermutationResult, _batch_stats, _exact_count, _multiset_permutations,
+    permutation_test)
+
 MEASURES = ("ZCOR", "generic")
-#: metafor permutest's comptol (.Machine$double.eps^0.5): ties in permutation statistics
-COMPTOL = float(np.finfo(float).eps ** 0.5)
 #: metafor warns when max(vi) / min(vi) reaches this ("Ratio of largest to smallest sampling
 #: variance extremely large. May not be able to obtain stable results.")
 VI_RATIO_WARN = 1e7
-#: permutation columns fitted per vectorised batch: bounds memory, keeps a batch's arrays in
-#: cache (256 x k = 300 runs faster than 2048) and sets the steps of the progress bar
-PERM_CHUNK = 256
 INTERCEPT = "intrcpt"
 
 
@@ -504,39 +504,6 @@ def _subset_batch(y, v, mask, method, test, alpha, control=DEFAULT_CONTROL) -> B
 # design matrices from formulas
 
 
-def _parse_formula(formula: str):
-    from metaalliance.errors import OptionError
-
-    if not isinstance(formula, str) or not formula.strip().startswith("~"):
-        raise OptionError(f"formula: {formula!r} must look like '~ a + b'")
-    rhs = formula.strip()[1:].replace("-", " + -").split("+")
-    terms, intercept = [], True
-    for raw in rhs:
-        t = raw.strip()
-        if not t:
-            continue
-        if t in ("-1", "- 1", "-0", "0"):
-            intercept = False
-            continue
-        if t == "1":
-            continue
-        if t.startswith("-"):
-            raise OptionError(f"formula: cannot remove term {t[1:].strip()!r}; only '- 1'")
-        if any(c in t for c in ":*^/|()") and not (t.startswith("factor(") and t.endswith(")")):
-            raise OptionError(f"formula: term {t!r} is not supported; use column names and "
-                              "factor(column) joined by '+'")
-        terms.append(t)
-    if not terms:
-        raise OptionError(f"formula: {formula!r} names no moderator")
-    return terms, intercept
-
-
-def _is_numeric(series) -> bool:
-    import pandas as pd
-
-    return (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
-
-
 def _check_moderator(x, name) -> None:
     """A numeric moderator must be finite (missing aside) and within +-YI_MAX: beyond, the
     cross-products X'WX overflow and the model would be reported as rank deficient."""
@@ -547,80 +514,15 @@ def _check_moderator(x, name) -> None:
 
 
 def design_matrix(data, formula: str):
-    """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` with ``factor()``.
+    """Design matrix of ``formula`` over ``data`` as R's ``model.matrix`` (metafor's coding).
 
-    Numeric columns enter as they are; text, boolean and categorical columns (and
-    ``factor(col)``) become treatment-coded dummies with the first level (sorted; a pandas
-    Categorical keeps its category order) as reference, named ``col`` + level as R does
-    (``instrumentWAI-S``). The intercept ``intrcpt`` comes first unless ``- 1``.
-
-    Returns (X (k, p) float array, names list, keep (k,) bool: rows without missing values).
+    Built by ``engine.formulas.design_matrix`` (formulaic): interactions, ``factor()``/``C()``,
+    ``I()``, ``center()``; treatment contrasts, first (sorted) level the reference, the
+    intercept ``intrcpt`` first. Returns (X, names, keep).
     """
-    import pandas as pd
+    from metaalliance.engine.formulas import design_matrix as _dm
 
-    terms, intercept = _parse_formula(formula)
-    k = len(data)
-    keep = np.ones(k, dtype=bool)
-    cols = []
-    for t in terms:
-        factor = t.startswith("factor(")
-        name = t[7:-1].strip() if factor else t
-        if name not in data.columns:
-            raise DataError(f"formula: no column {name!r} in the data (columns: "
-                            f"{', '.join(map(str, data.columns))})")
-        s = data[name]
-        keep &= ~s.isna().to_numpy()
-        cols.append((t, name, s, factor or not _is_numeric(s)))
-    blocks, names = [], []
-    if intercept:
-        blocks.append(np.ones((k, 1)))
-        names.append(INTERCEPT)
-    first_factor = True
-    for t, name, s, categorical in cols:
-        if not categorical:
-            x = s.to_numpy(dtype=float, na_value=np.nan)
-            _check_moderator(x, t)
-            blocks.append(x[:, None])
-            names.append(t)
-            continue
-        sk = s[keep]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            levels = [c for c in s.cat.categories if (sk == c).any()]
-        elif pd.api.types.is_bool_dtype(s):
-            levels = [v for v in (False, True) if (sk == v).any()]
-        elif pd.api.types.is_numeric_dtype(s):
-            levels = sorted(pd.unique(sk))
-        else:
-            levels = sorted(pd.unique(sk.astype(str)))
-            # text: compare as a numpy object array (a pandas comparison per level cost
-            # more than the whole model fit); missing rows are zeroed below
-            s = s.astype(str).to_numpy(dtype=object)
-        label = (lambda lv: "TRUE" if lv is True else "FALSE" if lv is False else
-                 (f"{lv:g}" if isinstance(lv, float) else str(lv)))
-        if len(levels) < 2:
-            # R's model.matrix stops here ("contrasts can be applied only to factors with 2
-            # or more levels"); dropping the term silently would fit another model
-            found = f"one level, {label(levels[0])!r}," if levels else "no values"
-            raise ModelError(f"formula: {t} has {found} in the {int(keep.sum())} row(s) used; "
-                             "a categorical moderator needs at least 2 levels")
-        sv = s[keep] if not isinstance(s.dtype, pd.CategoricalDtype) else sk
-        single = [label(lv) for lv in levels if int((sv == lv).sum()) == 1]
-        if single:
-            what = (f"level {single[0]!r} occurs" if len(single) == 1 else
-                    f"levels {', '.join(map(repr, single))} each occur")
-            warnings.warn(f"formula: {t}: {what} in one row only; what the model says about "
-                          f"{'it' if len(single) == 1 else 'them'} rests on that one study",
-                          MetaAllianceWarning, stacklevel=3)
-        # without an intercept R codes the first factor with all its levels
-        use = levels if (not intercept and first_factor) else levels[1:]
-        first_factor = False
-        for lv in use:
-            hit = (s == lv) if isinstance(s, np.ndarray) else (s == lv).to_numpy()
-            blocks.append(np.asarray(hit, dtype=float)[:, None])
-            names.append(f"{t}{label(lv)}")
-    X = np.hstack(blocks)
-    X[~keep] = 0.0
-    return X, names, keep
+    return _dm(data, formula)
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,192 +613,6 @@ def _meta_regression(y, v, X, names, method, test, level, labels, measure, permu
         control=control, fallback=r["fallback"],
         permutations_failed=(int(perm.failed) if perm else None),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# permutation test (metafor's permutest.rma.uni)
-
-
-class PermutationResult(NamedTuple):
-    pvalues: np.ndarray      # (p,) per coefficient
-    qm_pvalue: float
-    iterations: int          # permutations used (incl. the observed one)
-    exact: bool
-    stat: np.ndarray         # (iterations, p) permuted z/t values (NaN: fit failed, skipped)
-    qm: np.ndarray           # (iterations,) permuted QM
-
-    @property
-    def failed(self) -> int:
-        """Permutations whose refit failed (skipped; metafor's NA in QM.perm)."""
-        return int(np.isnan(self.qm).sum())
-
-
-def _multiset_permutations(types):
-    """All distinct arrangements of the multiset ``types`` (list of ints), lexicographic."""
-    values, counts = np.unique(types, return_counts=True)
-    counts = list(counts)
-    n = len(types)
-    out = []
-    cur = [0] * n
-
-    def rec(pos):
-        if pos == n:
-            out.append(cur.copy())
-            return
-        for i, c in enumerate(counts):
-            if c:
-                counts[i] -= 1
-                cur[pos] = values[i]
-                rec(pos + 1)
-                counts[i] += 1
-
-    rec(0)
-    return np.array(out, dtype=int)
-
-
-def _exact_count(types) -> float:
-    _, counts = np.unique(types, return_counts=True)
-    lg = math.lgamma(len(types) + 1) - sum(math.lgamma(c + 1) for c in counts)
-    return math.exp(lg) if lg < 700.0 else math.inf    # k! / prod(c!) overflows a float
-
-
-def _batch_stats(Y, V, X, method, test, btt, control=DEFAULT_CONTROL):
-    """z/t values (B,p), QM (B,) and usability (B,) of the model fitted to each column.
-
-    Unusable: tau^2 fell back to DL, or (control "metafor") metafor's own algorithm fails on
-    the column: metafor's permutest() skips refits that stop with an error."""
-    k, p = X.shape
-    M = np.ones_like(Y)
-    int_only = est.is_intercept_only(X)
-    tfit = est._tau2_fit(Y, V, X, M, method, control)
-    w = M / (V + tfit.tau2)
-    f = est.wls(X, w, Y, int_only)
-    vb = f.A.copy()
-    ok = tfit.converged.copy()
-    if control == "metafor":
-        ok &= ~tfit.safeguarded
-    if test == "knha":
-        s2w = inf.knha_scale(Y, V, M, X, tfit.tau2, int_only)
-        ok &= s2w > 0
-        vb = vb * np.where(s2w > 0, s2w, 1.0)[:, None, None]
-    se = np.sqrt(np.einsum("bii->bi", vb))
-    z = f.beta / se
-    bb = f.beta[:, btt]
-    sub = vb[:, btt][:, :, btt]
-    qm = np.einsum("bi,bi->b", bb, np.linalg.solve(sub, bb[:, :, None])[:, :, 0])
-    if test == "knha":
-        qm = qm / len(btt)
-    return z, qm, ok
-
-
-def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=1000, seed=None,
-                     exact=False, progress=None, control=DEFAULT_CONTROL) -> PermutationResult:
-    """Permutation p-values of every coefficient's z/t and of QM, as ``permutest.rma.uni``.
-
-    Intercept-only models flip signs of yi; models with moderators permute the rows of X.
-    The test is exact (every distinct permutation once, in which case ``seed`` is irrelevant)
-    when ``exact`` or when the number of distinct permutations is <= ``iterations``; otherwise
-    the observed data plus ``iterations - 1`` random permutations from
-    ``numpy.random.default_rng(seed)``. p = share of permutations with |stat| >= |observed|
-    - COMPTOL (QM >= observed - COMPTOL), over fits that succeeded — metafor's definition, in
-    which the observed data are one of the permutations, so p >= 1/iterations.
-    (metafor draws with R's RNG, so random permutation p-values agree only in distribution.)
-
-    All permutations are fitted as columns of vectorised batches of ``PERM_CHUNK``
-    (``estimators`` with the design's cross products as BLAS products); ``progress(done,
-    total)`` is called after each batch. Every permutation is fitted with ``control``, as
-    permutest() refits with the model's control (under "metafor", sign flips change mad(yi)
-    and so PM's search interval, as in metafor).
-    """
-    from metaalliance.errors import OptionError
-
-    iterations = int(iterations)
-    if iterations < 2:
-        raise OptionError("permutations: must be >= 2")
-    k, p = X.shape
-    int_only = est.is_intercept_only(X)
-    if int_only:
-        n_exact = 2.0 ** k
-    else:
-        _, types = np.unique(X, axis=0, return_inverse=True)
-        types = np.asarray(types).ravel()
-        n_exact = _exact_count(types)
-    use_exact = bool(exact) or n_exact <= iterations
-    if use_exact and n_exact > 1e6:
-        raise ModelError(f"an exact permutation test needs {n_exact:.3g} fits; too many")
-    rng = np.random.default_rng(seed)
-    if int_only:
-        if use_exact:
-            n = int(round(n_exact))
-
-            def signs(start, stop):      # every sign vector once: the bits of 0 .. 2^k - 1
-                i = np.arange(start, stop)
-                return 1.0 - 2.0 * ((i[None, :] >> np.arange(k)[:, None]) & 1)
-        else:
-            n = iterations
-            S = rng.choice(np.array([-1.0, 1.0]), size=(k, iterations))
-            S[:, 0] = 1.0
-
-            def signs(start, stop):
-                return S[:, start:stop]
-        cols = ((y[:, None] * signs(i, min(n, i + PERM_CHUNK)),
-                 np.repeat(v[:, None], min(n, i + PERM_CHUNK) - i, axis=1))
-                for i in range(0, n, PERM_CHUNK))
-    else:
-        if use_exact:
-            arr = _multiset_permutations(types)           # (n, k): type at each position
-            # attach (y, v) at position i to an X row of type arr[i] (rows of a type are
-            # interchangeable, so fitting with X fixed gives metafor's X[perm, ] fit)
-            order = np.argsort(types, kind="stable")      # X rows grouped by type
-            idx = np.empty_like(arr)
-            for r_, a in enumerate(arr):
-                pos = np.argsort(a, kind="stable")        # positions grouped by type
-                idx[r_, order] = pos
-            n = idx.shape[0]
-
-            def chunk(start, stop):
-                return idx[start:stop]
-        else:
-            n = iterations
-
-            def chunk(start, stop):
-                # drawn batch by batch (memory O(PERM_CHUNK k)), in the order of one loop
-                # over r = 1 .. n - 1, so the permutations depend on the seed only
-                out = np.empty((stop - start, k), dtype=int)
-                for j, r_ in enumerate(range(start, stop)):
-                    if r_ == 0:
-                        out[j] = np.arange(k)
-                        continue
-                    s_ = rng.permutation(k)               # X_perm[i] = X[s_[i]]
-                    out[j, s_] = np.arange(k)             # X row j gets (y, v)[inv[j]]
-                return out
-        cols = ((y[ix].T, v[ix].T) for ix in (chunk(i, min(n, i + PERM_CHUNK))
-                                             for i in range(0, n, PERM_CHUNK)))
-    zs, qms, oks = [], [], []
-    done = 0
-    for Yb, Vb in cols:
-        with est.single_threaded_blas():
-            z, qm, ok = _batch_stats(np.ascontiguousarray(Yb), np.ascontiguousarray(Vb), X,
-                                     method, test, btt, control)
-        zs.append(z)
-        qms.append(qm)
-        oks.append(ok)
-        done += z.shape[0]
-        if progress is not None:
-            progress(done, int(n))
-    z = np.vstack(zs)
-    qm = np.concatenate(qms)
-    ok = np.concatenate(oks)
-    if not use_exact:
-        z[0] = stat_obs
-        qm[0] = qm_obs
-        ok[0] = True
-    z = np.where(ok[:, None], z, np.nan)
-    qm = np.where(ok, qm, np.nan)
-    good = ok.sum()
-    pvals = np.minimum(1.0, (np.abs(z[ok]) >= np.abs(stat_obs) - COMPTOL).sum(axis=0) / good)
-    qm_p = float((qm[ok] >= qm_obs - COMPTOL).sum() / good)
-    return PermutationResult(pvals, qm_p, int(n), use_exact, z, qm)
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Analysis:
     comparison: list               # dicts, one per published synthesis
     years: object = None           # per aggregated sample: year (cumulative order)
     coverage: object = None        # dataset.flow.Flow: PRISMA counts of the dataset's files
+    selection: object = None       # Step: 3PSM selection model on the composites (issue 13)
 
 
 def participants(df, cluster: str) -> int:
@@ -273,6 +274,12 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
                                          test=m["test"], level=m["level"],
                                          control=m["control"],
                                          labels=finding_labels(df_main))))
+        from metaalliance.engine.che import DEFAULT_CHE_RHO, che
+        comparisons.append(_captured(
+            Step(f"CHE working model (\u03c1 = {fmt_r(DEFAULT_CHE_RHO)}), CR2", data=df_main),
+            lambda: che(df_main["yi"].to_numpy(float), df_main["vi"].to_numpy(float),
+                        df_main[cluster].astype(str).to_numpy(), rho=DEFAULT_CHE_RHO,
+                        level=m["level"], measure="ZCOR")))
         from metaalliance.analyses import coverage
         strict = Step(coverage.STRICT_NAME)
         _captured(strict, lambda: _strict(strict, df_main, cfg))
@@ -309,16 +316,19 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
         tick("publication bias")
         _captured(bias_step, lambda: bias.run_all(agg_fit, estimator=cfg["bias"]["estimator"],
                                                   alpha=cfg["bias"]["alpha"]))
+        from metaalliance.analyses.selection import selection_model
+        sel_step = _captured(Step("3PSM"), lambda: selection_model(agg_fit.yi, agg_fit.vi))
     else:
         why = (f"k = {agg_fit.k} samples: at least 3 are needed" if agg_fit is not None
                else f"no composite per sample: {agg.note}")
         for step in (loo, infl, cum, bias_step):
             step.note = why
+        sel_step = Step("3PSM", note=why)
 
     tick("published syntheses")
     comparison = _compare(df_main, main, published, cfg)
     return Analysis(cfg, df_all, df_main, main, seps, comparisons, mods, skipped, regs, agg,
-                    loo, infl, cum, bias_step, comparison, years)
+                    loo, infl, cum, bias_step, comparison, years, selection=sel_step)
 
 
 def _compare(df_main, main: Step, published, cfg) -> list:

@@ -174,6 +174,10 @@ def tables(a: Analysis) -> list:
                      [("analysis", "Model", "text"), ("k", "k", "int"),
                       ("studies", "Studies", "int"), ("r", "r", "r"), ("ci", "95% CI", "ci"),
                       ("pi", "95% PI", "pi"), ("pvalue", "p", "p"), ("note", "", "text")], rows,
+                     "The main model is the three-level model (sampling errors of findings "
+                     "from one sample taken as independent). CHE = correlated and hierarchical "
+                     "effects working model (the same three levels, sampling errors within a "
+                     "sample correlated \u03c1; Pustejovsky & Tipton, 2022). "
                      "CR2 = bias-reduced cluster-robust standard errors with Satterthwaite "
                      "degrees of freedom (clubSandwich); the composite model aggregates the "
                      "findings of each sample assuming a correlation \u03c1 between their "
@@ -319,6 +323,11 @@ def _bias_table(a: Analysis) -> Table:
                      "pvalue": pp.pet_pvalue_one_sided,
                      "result": f"{pp.selected} selected; r = "
                                f"{fmt_est_ci(math.tanh(pp.estimate), math.tanh(pp.ci_lower), math.tanh(pp.ci_upper))}"})
+    sel = getattr(a, "selection", None)
+    if sel is not None and sel.ok:
+        rows.append(_selection_row(sel.result))
+    elif sel is not None and sel.note:
+        rows.append({"test": "3PSM selection model", "result": f"not fitted: {sel.note}"})
     n = b.failsafe_n
     orwin = "\u221e" if n.orwin is None else fmt_int(n.orwin)
     rows.append({"test": "Fail-safe N", "statistic": n.rosenthal,
@@ -329,3 +338,15 @@ def _bias_table(a: Analysis) -> Table:
     return Table("bias", title, [("test", "Analysis", "text"), ("result", "Result", "text")],
                  rows, "Computed on one composite effect per sample, so that the tests see "
                  "independent effects.")
+
+
+def _selection_row(s) -> dict:
+    """The 3PSM row of the bias table (selection_model on the composites)."""
+    import math
+
+    ci = (fmt_est_ci(math.tanh(s.estimate), math.tanh(s.ci_lower), math.tanh(s.ci_upper))
+          if s.ci_lower is not None else fmt_r(math.tanh(s.estimate)))
+    return {"test": "3PSM selection model (step at p = .025)",
+            "estimate_r": math.tanh(s.estimate), "statistic": s.lrt, "pvalue": s.lrt_p,
+            "result": f"adjusted r = {ci}; \u03b4 = {fmt_num(s.delta[1])}; LRT \u03c7\u00b2(1) = "
+                      f"{fmt_num(s.lrt)}, {fmt_p(s.lrt_p)}"}

@@ -132,6 +132,21 @@ def figures(a: Analysis, out_dir, tick=None) -> list:
                           "One composite effect per sample against its standard error; shaded "
                           "regions show where an effect would be significant (two-sided); open "
                           "circles are samples imputed by trim and fill.", files, "bias"))
+    sel = getattr(a, "selection", None)
+    if sel is not None and sel.ok and a.aggregated.ok:
+        import numpy as np
+
+        from metaalliance.analyses.selection import _pvalues
+        from metaalliance.figures.selection_plot import selection_plot
+        _, agg_fit, _ = a.aggregated.result
+        pv = _pvalues(np.asarray(agg_fit.yi), np.sqrt(np.asarray(agg_fit.vi)), "greater")
+        tick("figure selection function")
+        files = _write_figure(out_dir, "selection_function",
+                              lambda: selection_plot(sel.result, pvalues=pv), None, cfg)
+        out.append(Figure("selection_function", "Fitted selection function (3PSM)",
+                          "Relative likelihood that a sample is published given its one-sided "
+                          "p-value, estimated by the three-parameter selection model; ticks "
+                          "mark the samples' p-values.", files, "bias"))
     if a.coverage is not None:
         from metaalliance.figures import prisma
         tick("figure prisma")

@@ -108,6 +108,8 @@ def _coverage(a: Analysis) -> dict | None:
 def _all_steps(a: Analysis) -> list:
     steps = [a.main, *a.separate, *a.models, a.aggregated, *a.regressions, a.leave_one_out,
              a.influence, a.cumulative, a.bias]
+    if getattr(a, "selection", None) is not None:
+        steps.append(a.selection)
     steps += [m.test for m in a.moderators]
     return steps
 
