@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metaalliance.engine.results import robust_dict_tail
+
 from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
 from metaalliance.engine.multilevel import _design, _validate
@@ -89,17 +91,9 @@ class CHEResult:
              "rho": self.rho, "estimate": self.estimate, "se": self.se, "df": self.df,
              "p": self.pvalue, "ci_lower": self.ci_lower, "ci_upper": self.ci_upper,
              "sigma2": list(self.sigma2), "loglik": self.loglik}
-        if len(self.coefficients) > 1:
-            d["coefficients"] = [
-                {"name": c.name, "estimate": c.estimate, "se": c.se, "t": c.stat, "df": df,
-                 "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
-                for c, df in zip(self.coefficients, self.dfs)]
         if self.robust_test is not None:
             d["robust_test"] = self.robust_test.to_dict()
-        if self.measure == "ZCOR":
-            d["back_transformed"] = {key: math.tanh(getattr(self, key))
-                                     for key in ("estimate", "ci_lower", "ci_upper")}
-        return d
+        return robust_dict_tail(self, d)
 
     def summary(self) -> str:
         lines = [f"CHE working model (rho = {self.rho:g}; k = {self.k} findings in "

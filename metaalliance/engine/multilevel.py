@@ -54,6 +54,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metaalliance.engine.results import robust_dict_tail
+
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from metaalliance.engine.inference import level_alpha as _level_alpha
 from metaalliance.options import check_option
@@ -773,15 +775,7 @@ class RobustResult:
              "k": self.k, "n_clusters": self.n_clusters, "estimate": self.estimate,
              "se": self.se, "t": self.t, "df": self.df, "pvalue": self.pvalue,
              "ci_lower": self.ci_lower, "ci_upper": self.ci_upper}
-        if len(self.coefficients) > 1:
-            d["coefficients"] = [
-                {"name": c.name, "estimate": c.estimate, "se": c.se, "t": c.stat, "df": df,
-                 "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
-                for c, df in zip(self.coefficients, self.dfs)]
-        if self.measure == "ZCOR":
-            d["back_transformed"] = {key: math.tanh(getattr(self, key))
-                                     for key in ("estimate", "ci_lower", "ci_upper")}
-        return d
+        return robust_dict_tail(self, d)
 
     def summary(self) -> str:
         lines = [f"Cluster-robust inference ({self.vcov_type}, df: {self.df_method}) for the "

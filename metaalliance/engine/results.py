@@ -100,6 +100,21 @@ def _ro(a):
 # --------------------------------------------------------------------------------------------
 
 
+def robust_dict_tail(res, d: dict) -> dict:
+    """Add what the cluster-robust records (``robust()``, CHE, RVE) share to their JSON dict:
+    every coefficient with its own Satterthwaite df when there are several, and tanh of the
+    estimate and CI on the r scale for measure ZCOR."""
+    if len(res.coefficients) > 1:
+        d["coefficients"] = [
+            {"name": c.name, "estimate": c.estimate, "se": c.se, "t": c.stat, "df": df,
+             "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
+            for c, df in zip(res.coefficients, res.dfs)]
+    if res.measure == "ZCOR":
+        d["back_transformed"] = {key: math.tanh(getattr(res, key))
+                                 for key in ("estimate", "ci_lower", "ci_upper")}
+    return d
+
+
 @dataclass(frozen=True, eq=False)
 class RandomEffectsResult:
     """A univariate random-effects (or equal-effects, method="EE") model, intercept only."""

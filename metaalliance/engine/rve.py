@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaalliance.engine.results import robust_dict_tail
+
 from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
 from metaalliance.engine.multilevel import _design, _validate
@@ -75,15 +77,7 @@ class RobuResult:
             d["omega2"] = self.omega2
         if self.i2 is not None:
             d["i2"] = self.i2
-        if len(self.coefficients) > 1:
-            d["coefficients"] = [
-                {"name": c.name, "estimate": c.estimate, "se": c.se, "t": c.stat, "df": df,
-                 "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
-                for c, df in zip(self.coefficients, self.dfs)]
-        if self.measure == "ZCOR":
-            d["back_transformed"] = {key: math.tanh(getattr(self, key))
-                                     for key in ("estimate", "ci_lower", "ci_upper")}
-        return d
+        return robust_dict_tail(self, d)
 
     def summary(self) -> str:
         label = {"CORR": "Correlated Effects", "HIER": "Hierarchical Effects"}[self.modelweights]
