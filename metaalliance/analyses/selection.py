@@ -330,7 +330,7 @@ class SelectionResult:
              "tau2": self.tau2, "delta": list(self.delta), "delta_se": list(self.delta_se),
              "lrt": self.lrt, "lrt_df": self.lrt_df, "lrt_p": self.lrt_p}
         if len(self.beta) > 1:
-            from scipy.stats import norm
+            from metaalliance.engine.distributions import norm
 
             crit = float(norm.isf((100.0 - self.level) / 200.0))
             coefs = []
@@ -551,7 +551,7 @@ def selection_model(yi, vi, type: str = "stepfun", steps=DEFAULT_STEPS,
     for n_ in notes:
         warnings.warn(f"selection: {n_}", MetaAllianceWarning, stacklevel=2)
 
-    from scipy.stats import chi2, norm
+    from metaalliance.engine.distributions import chi2, norm
 
     crit = float(norm.isf(alpha / 2))
     b0, s0 = float(beta[0]), se_b[0]

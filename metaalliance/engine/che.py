@@ -279,7 +279,7 @@ def cr2_inference(y, X, beta, blocks, level=95, C=None):
     covariance of the cluster (the weights are V_j^-1: clubSandwich's inverse-variance case).
     Returns (vcov, dfs, RobustTest or None).
     """
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     k, p = X.shape
     XtWX = np.zeros((p, p))
@@ -428,7 +428,7 @@ def che(yi, vi, cluster, rho=DEFAULT_CHE_RHO, X=None, names=None, level=95,
     if p > 1:
         C = np.eye(p)[1:] if intercept else np.eye(p)
     vcov, dfs, test = cr2_inference(y, Xd, beta, blocks, lv, C)
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
     if not np.all(se > 0):

@@ -64,7 +64,7 @@ def sigma2_profile_ci(fit: ThreeLevelResult, level=None) -> tuple:
     not estimated (one cluster; one finding per cluster) gets (0, 0) with both bounds flagged.
     """
     from scipy.optimize import brentq
-    from scipy.stats import chi2
+    from metaalliance.engine.distributions import chi2
 
     lv, alpha = level_alpha(fit.level if level is None else level)
     crit = float(chi2.ppf(1.0 - alpha, 1)) / 2.0

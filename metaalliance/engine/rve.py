@@ -242,7 +242,7 @@ def _prepare(yi, vi, cluster, X, names, who):
 
 
 def _result(d, nm, b, V, dfs, info, modelweights, rho, small, level, measure):
-    from scipy import stats
+    from metaalliance.engine import distributions as stats
 
     lv, alpha = level_alpha(level)
     se = np.sqrt(np.maximum(np.diag(V), 0.0))
