@@ -33,7 +33,7 @@ from metaalliance.engine.results import robust_dict_tail
 
 from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
-from metaalliance.engine.multilevel import _design, _validate
+from metaalliance.engine.multilevel import _block_weights, _design, _validate
 from metaalliance.engine.results import Coefficient
 
 __all__ = ["DEFAULT_CHE_RHO", "CHEResult", "RobustTest", "che", "cr2_inference"]
@@ -281,18 +281,8 @@ def cr2_inference(y, X, beta, blocks, level=95, C=None):
     """
     from metaalliance.engine import distributions as stats
 
-    k, p = X.shape
-    XtWX = np.zeros((p, p))
-    pre = []
-    for idx, Vj in blocks:
-        Lj = np.linalg.cholesky(Vj)
-        Wj = np.linalg.inv(Vj)
-        Wj = 0.5 * (Wj + Wj.T)
-        Xj = X[idx]
-        XtWX += Xj.T @ Wj @ Xj
-        pre.append((idx, Vj, Lj, Wj, Xj))
-    M = np.linalg.inv(XtWX)
-    M = 0.5 * (M + M.T)
+    p = X.shape[1]
+    pre, M = _block_weights(blocks, X)
     resid = y - X @ beta
     J = len(blocks)
     Mchol = np.linalg.cholesky(M)

@@ -894,6 +894,24 @@ class _UniFit(NamedTuple):
     level: float
 
 
+def _block_weights(blocks, X):
+    """For each cluster block ``(idx, V_j)`` of the marginal covariance: ``(idx, V_j, L_j, W_j,
+    X_j)`` with ``L_j`` the Cholesky factor and ``W_j`` the symmetrised inverse of ``V_j``; and
+    ``M``, the symmetrised inverse of X'WX. Shared by ``robust()`` and the CHE model's CR2."""
+    p = X.shape[1]
+    XtWX = np.zeros((p, p))
+    out = []
+    for idx, Vj in blocks:
+        Lj = np.linalg.cholesky(Vj)
+        Wj = np.linalg.inv(Vj)
+        Wj = 0.5 * (Wj + Wj.T)
+        Xj = X[idx]
+        XtWX += Xj.T @ Wj @ Xj
+        out.append((idx, Vj, Lj, Wj, Xj))
+    M = np.linalg.inv(XtWX)
+    return out, 0.5 * (M + M.T)
+
+
 def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, alpha,
                     mname, measure, beta=None):
     from metaalliance.engine import distributions as stats
@@ -904,20 +922,12 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
     rs = rcodes[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
     ends = np.r_[starts[1:], k]
-    blocks = []
-    XtWX = np.zeros((p, p))
+    marginal = []
     for s, e in zip(starts, ends):
         idx = order[s:e]
         mc = model_codes[idx]
-        Vj = np.diag(vi[idx] + s2) + s1 * (mc[:, None] == mc[None, :])
-        Lj = np.linalg.cholesky(Vj)
-        Wj = np.linalg.inv(Vj)
-        Wj = 0.5 * (Wj + Wj.T)
-        Xj = X[idx]
-        XtWX += Xj.T @ Wj @ Xj
-        blocks.append((idx, Vj, Lj, Wj, Xj))
-    M = np.linalg.inv(XtWX)
-    M = 0.5 * (M + M.T)
+        marginal.append((idx, np.diag(vi[idx] + s2) + s1 * (mc[:, None] == mc[None, :])))
+    blocks, M = _block_weights(marginal, X)
     if beta is None:
         beta = M @ sum(Xj.T @ Wj @ yi[idx] for idx, _, _, Wj, Xj in blocks)
     resid = yi - X @ beta
