@@ -32,7 +32,7 @@ _API = {
     "subgroups": "metaalliance.engine.models",
     "permutation_test": "metaalliance.engine.permutation",
     "three_level": "metaalliance.engine.multilevel",
-    "robust": "metaalliance.engine.multilevel",
+    "robust": "metaalliance.engine.cluster_robust",
     "aggregate": "metaalliance.engine.multilevel",
     "sigma2_profile_ci": "metaalliance.engine.multilevel_ci",
     "che": "metaalliance.engine.che",

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from metaalliance.engine import models
+from metaalliance.engine import cluster_robust as cr
 from metaalliance.engine import multilevel as ml
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 
@@ -97,12 +98,12 @@ def test_cluster_label_and_row_permutation_invariance(data, seed):
     np.testing.assert_allclose(b.sigma2, a.sigma2, rtol=PERMUTATION_RTOL, atol=1e-12)
     np.testing.assert_allclose(b.weights, a.weights[perm], rtol=PERMUTATION_RTOL)
     try:
-        ra = ml.robust(a)
+        ra = cr.robust(a)
     except ModelError:          # residuals 0 in every cluster: no robust test, for b neither
         with pytest.raises(ModelError):
-            ml.robust(b)
+            cr.robust(b)
         return
-    rb = ml.robust(b)
+    rb = cr.robust(b)
     assert rb.se == pytest.approx(ra.se, rel=PERMUTATION_RTOL)
     assert rb.df == pytest.approx(ra.df, rel=PERMUTATION_RTOL)
 
@@ -248,7 +249,7 @@ def test_summary_shows_rounded_numbers():
     assert f"{fit.estimate:.4f}" in text and "0.3031" in text
     assert "sigma2 within clusters  = 0.0135" in text
     assert "Back-transformed (r): 0.2941" in text
-    assert "intrcpt" in ml.robust(fit).summary()
+    assert "intrcpt" in cr.robust(fit).summary()
 
 
 # ---------------------------------------------------------------------- optimiser fallbacks
@@ -307,20 +308,20 @@ def test_large_dataset_is_linear_in_k():
 def test_robust_defaults_to_fit_clusters_and_accepts_coarser_clusters():
     yi, vi, cl = simulated(12, n_clusters=16)
     fit = ml.three_level(yi, vi, cl)
-    a = ml.robust(fit)
-    b = ml.robust(fit, cl)
+    a = cr.robust(fit)
+    b = cr.robust(fit, cl)
     assert a.se == b.se and a.df == b.df and a.n_clusters == 16
     coarse = [f"group{int(c[5:]) // 2}" for c in cl]        # pairs of studies
-    c = ml.robust(fit, coarse)
+    c = cr.robust(fit, coarse)
     assert c.n_clusters == 8 and c.estimate == fit.estimate
 
 
 def test_robust_from_data_pair_equals_robust_of_fit():
     yi, vi, cl = simulated(13)
-    a = ml.robust((yi, vi), cl)
-    b = ml.robust(ml.three_level(yi, vi, cl), cl)
+    a = cr.robust((yi, vi), cl)
+    b = cr.robust(ml.three_level(yi, vi, cl), cl)
     assert a.se == pytest.approx(b.se, rel=1e-12) and a.model == "three_level"
-    u = ml.robust((yi, vi), cl, model="random_effects")
+    u = cr.robust((yi, vi), cl, model="random_effects")
     assert u.model == "random_effects"
     assert u.to_dict()["back_transformed"]["estimate"] == math.tanh(u.estimate)
 
@@ -328,24 +329,24 @@ def test_robust_from_data_pair_equals_robust_of_fit():
 def test_robust_messages():
     fit = ml.three_level([0.1, 0.2, 0.3, 0.4], [0.1] * 4, ["a", "a", "b", "b"])
     with pytest.raises(ModelError) as e:
-        ml.robust(fit, ["x", "y", "x", "y"])
+        cr.robust(fit, ["x", "y", "x", "y"])
     assert str(e.value) == "robust: the model's clusters are not nested within the robust clusters"
     with pytest.raises(ModelError) as e:
-        ml.robust(fit, ["x"] * 4)
+        cr.robust(fit, ["x"] * 4)
     assert str(e.value) == ("robust: the number of clusters (1) must be larger than the number "
                             "of fixed effects (1)")
     with pytest.raises(DataError) as e:
-        ml.robust(object(), ["a"])
+        cr.robust(object(), ["a"])
     assert str(e.value) == ("robust: fit must be a ThreeLevelResult, a random-effects result "
                             "(with yi, vi and tau2) or a pair (yi, vi)")
     with pytest.raises(OptionError, match=r"^model: 'uni' is not one of three_level, random_effects$"):
-        ml.robust(([0.1, 0.2], [0.1, 0.1]), ["a", "b"], model="uni")
+        cr.robust(([0.1, 0.2], [0.1, 0.1]), ["a", "b"], model="uni")
     with pytest.raises(DataError) as e:
-        ml.robust(fit, ["a", "a", "b"])
+        cr.robust(fit, ["a", "a", "b"])
     assert str(e.value) == "robust: yi, vi and cluster must have the same length (got 4, 4 and 3)"
     flat = ml.three_level([0.2, 0.2, 0.2, 0.2], [0.1] * 4, ["a", "a", "b", "b"])
     with pytest.raises(ModelError) as e:
-        ml.robust(flat)
+        cr.robust(flat)
     assert str(e.value) == ("robust: the cluster-robust variance is 0 (the residuals are 0 in "
                             "every cluster), so no robust test is possible")
 

@@ -237,6 +237,7 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     import numpy as np
 
     from metaalliance.analyses import bias
+    from metaalliance.engine import cluster_robust
     from metaalliance.engine import models
     from metaalliance.engine import multilevel
     from metaalliance.analyses import sensitivity
@@ -266,7 +267,7 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     if main.ok:
         comparisons.append(Step("three-level (primary)", main.result, df_main))
         comparisons.append(_captured(Step("three-level, cluster-robust CI (CR2)", data=df_main),
-                                     lambda: multilevel.robust(main.result)))
+                                     lambda: cluster_robust.robust(main.result)))
         comparisons.append(_captured(Step("random effects, findings as independent",
                                           data=df_main),
                                      lambda: models.random_effects(
