@@ -33,7 +33,7 @@ _API = {
     "permutation_test": "metaalliance.engine.permutation",
     "three_level": "metaalliance.engine.multilevel",
     "robust": "metaalliance.engine.cluster_robust",
-    "aggregate": "metaalliance.engine.multilevel",
+    "aggregate": "metaalliance.engine.aggregation",
     "sigma2_profile_ci": "metaalliance.engine.multilevel_ci",
     "che": "metaalliance.engine.che",
     "robu": "metaalliance.engine.rve",

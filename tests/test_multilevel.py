@@ -1,4 +1,5 @@
-"""Properties, special cases and exact messages of metaalliance.engine.multilevel.
+"""Properties, special cases and exact messages of metaalliance.engine.multilevel (three_level),
+engine.cluster_robust (robust) and engine.aggregation (aggregate).
 
 Numbers against metafor are in test_reference_multilevel.py. Data here are either hand-worked
 or SIMULATED by seeded code (numpy default_rng with a fixed seed, or hypothesis with
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from metaalliance.engine import models
+from metaalliance.engine import aggregation as ag
 from metaalliance.engine import cluster_robust as cr
 from metaalliance.engine import multilevel as ml
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
@@ -356,7 +358,7 @@ def test_robust_messages():
 
 def test_aggregate_rho0_equal_variances_is_the_mean():
     """Hand-worked: rho = 0 and equal vi -> yi = mean, vi = v / n."""
-    agg = ml.aggregate([0.1, 0.3, 0.5, 0.2], [0.04] * 4, ["s1", "s1", "s1", "s2"], rho=0)
+    agg = ag.aggregate([0.1, 0.3, 0.5, 0.2], [0.04] * 4, ["s1", "s1", "s1", "s2"], rho=0)
     assert agg.cluster == ("s1", "s2")
     assert agg.yi.tolist() == pytest.approx([0.3, 0.2], rel=1e-14)
     assert agg.vi.tolist() == pytest.approx([0.04 / 3, 0.04], rel=1e-14)
@@ -365,19 +367,19 @@ def test_aggregate_rho0_equal_variances_is_the_mean():
 
 def test_aggregate_default_rho_hand_worked():
     """Two findings, equal vi = v, rho = 0.5: composite mean, vi = v (1 + rho) / 2."""
-    agg = ml.aggregate([0.2, 0.4], [0.02, 0.02], ["s", "s"])
-    assert ml.DEFAULT_RHO == 0.5
+    agg = ag.aggregate([0.2, 0.4], [0.02, 0.02], ["s", "s"])
+    assert ag.DEFAULT_RHO == 0.5
     assert agg.yi[0] == pytest.approx(0.3, rel=1e-14)
     assert agg.vi[0] == pytest.approx(0.02 * 1.5 / 2, rel=1e-14)
     # unweighted: mean, vi = sum(V) / n^2
-    u = ml.aggregate([0.2, 0.4], [0.02, 0.08], ["s", "s"], weighted=False)
+    u = ag.aggregate([0.2, 0.4], [0.02, 0.08], ["s", "s"], weighted=False)
     assert u.yi[0] == pytest.approx(0.3, rel=1e-14)
     assert u.vi[0] == pytest.approx((0.02 + 0.08 + 2 * 0.5 * math.sqrt(0.02 * 0.08)) / 4,
                                     rel=1e-14)
 
 
 def test_aggregate_singletons_pass_through_and_first_appearance_order():
-    agg = ml.aggregate([0.5, 0.1, 0.2], [0.03, 0.01, 0.02], ["z", "a", "a"], rho=0.9)
+    agg = ag.aggregate([0.5, 0.1, 0.2], [0.03, 0.01, 0.02], ["z", "a", "a"], rho=0.9)
     assert agg.cluster == ("z", "a")
     assert agg.yi[0] == 0.5 and agg.vi[0] == 0.03
     fr = agg.to_frame()
@@ -385,24 +387,24 @@ def test_aggregate_singletons_pass_through_and_first_appearance_order():
 
 
 def test_aggregate_per_cluster_rho():
-    a = ml.aggregate([0.1, 0.3, 0.2, 0.6], [0.02] * 4, ["a", "a", "b", "b"], rho=[0.0, 0.5])
+    a = ag.aggregate([0.1, 0.3, 0.2, 0.6], [0.02] * 4, ["a", "a", "b", "b"], rho=[0.0, 0.5])
     assert a.vi.tolist() == pytest.approx([0.01, 0.015], rel=1e-14)
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.3], [0.02] * 2, ["a", "a"], rho=[0.0, 0.5])
+        ag.aggregate([0.1, 0.3], [0.02] * 2, ["a", "a"], rho=[0.0, 0.5])
     assert str(e.value) == "aggregate: rho has 2 values for 1 clusters"
 
 
 def test_aggregate_messages():
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2, 0.3], [0.1] * 3, ["a", "a", "a"], rho=1.0)
+        ag.aggregate([0.1, 0.2, 0.3], [0.1] * 3, ["a", "a", "a"], rho=1.0)
     assert str(e.value) == (
         "aggregate: rho = 1 makes the sampling covariance matrix of cluster 'a' singular or "
         "not positive definite (with 3 findings it needs -0.5 < rho < 1)")
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2], [0.1] * 2, ["a", "a"], rho=1.5)
+        ag.aggregate([0.1, 0.2], [0.1] * 2, ["a", "a"], rho=1.5)
     assert str(e.value) == "aggregate: rho must be in [-1, 1] (got 1.5)"
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2], [0.1, -0.1], ["a", "a"])
+        ag.aggregate([0.1, 0.2], [0.1, -0.1], ["a", "a"])
     assert str(e.value) == "aggregate: vi must be finite and > 0 (row 2 is -0.1)"
 
 

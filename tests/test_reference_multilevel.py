@@ -1,4 +1,5 @@
-"""metaalliance.engine.multilevel against R's metafor and clubSandwich.
+"""metaalliance.engine.multilevel, .cluster_robust and .aggregation against R's metafor and
+clubSandwich.
 
 Every number comes from tests/reference/multilevel.json, written by tests/reference/multilevel.R
 (R, metafor, metadat and clubSandwich versions are recorded in the JSON; the R call of each case
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from metaalliance.engine import models
+from metaalliance.engine import aggregation as ag
 from metaalliance.engine import cluster_robust as cr
 from metaalliance.engine import multilevel as ml
 from metaalliance.errors import MetaAllianceWarning
@@ -159,7 +161,7 @@ def test_univariate_robust(name):
 def test_aggregate(name):
     """aggregate(escalc, cluster, struct = "CS", rho), then rma.uni(method = "REML")."""
     c = REF["aggregate"][name]
-    agg = ml.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
+    agg = ag.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
     assert [str(x) for x in agg.cluster] == c["agg_cluster"]
     close(agg.yi, c["agg_yi"])
     close(agg.vi, c["agg_vi"])

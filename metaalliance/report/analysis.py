@@ -203,12 +203,12 @@ def _aggregate(df, cfg):
     """One composite effect per sample (metafor's aggregate(), rho from the config)."""
     import numpy as np
 
+    from metaalliance.engine import aggregation
     from metaalliance.engine import models
-    from metaalliance.engine import multilevel
 
     cluster = cfg["model"]["cluster"]
-    agg = multilevel.aggregate(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
-                               df[cluster].astype(str).to_numpy(), rho=cfg["sensitivity"]["rho"])
+    agg = aggregation.aggregate(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
+                                df[cluster].astype(str).to_numpy(), rho=cfg["sensitivity"]["rho"])
     first = df.groupby(df[cluster].astype(str), sort=False).agg(
         label=("label", "first"), year=("year", "min"))
     keys = [str(c) for c in agg.cluster]

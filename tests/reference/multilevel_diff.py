@@ -14,6 +14,7 @@ import numpy as np
 
 def main():
     from metaalliance.engine import models
+    from metaalliance.engine import aggregation as ag
     from metaalliance.engine import cluster_robust as cr
     from metaalliance.engine import multilevel as ml
 
@@ -75,7 +76,7 @@ def main():
         note("rma.uni robust CR2 se/df/p", [r.se, r.df, r.pvalue],
              [rc["se"], rc["df"], rc["pvalue"]], name)
     for name, c in ref["aggregate"].items():
-        a = ml.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
+        a = ag.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
         note("aggregate yi/vi", list(a.yi) + list(a.vi), c["agg_yi"] + c["agg_vi"], name)
     c = ref["single_finding"]
     with warnings.catch_warnings():
