@@ -51,7 +51,7 @@ import numpy as np
 
 from metaalliance.engine.clusters import _codes, _data_hash, _design, _validate
 
-from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
+from metaalliance.errors import DataError, MetaAllianceWarning, OptionError
 from metaalliance.engine.inference import level_alpha as _level_alpha
 from metaalliance.options import check_option
 from metaalliance.engine.results import Coefficient, versions as _versions
