@@ -1,4 +1,5 @@
-"""Properties, special cases and exact messages of metaalliance.engine.multilevel.
+"""Properties, special cases and exact messages of metaalliance.engine.multilevel (three_level),
+engine.cluster_robust (robust) and engine.aggregation (aggregate).
 
 Numbers against metafor are in test_reference_multilevel.py. Data here are either hand-worked
 or SIMULATED by seeded code (numpy default_rng with a fixed seed, or hypothesis with
@@ -15,6 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from metaalliance.engine import models
+from metaalliance.engine import aggregation as ag
+from metaalliance.engine import cluster_robust as cr
 from metaalliance.engine import multilevel as ml
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 
@@ -97,12 +100,12 @@ def test_cluster_label_and_row_permutation_invariance(data, seed):
     np.testing.assert_allclose(b.sigma2, a.sigma2, rtol=PERMUTATION_RTOL, atol=1e-12)
     np.testing.assert_allclose(b.weights, a.weights[perm], rtol=PERMUTATION_RTOL)
     try:
-        ra = ml.robust(a)
+        ra = cr.robust(a)
     except ModelError:          # residuals 0 in every cluster: no robust test, for b neither
         with pytest.raises(ModelError):
-            ml.robust(b)
+            cr.robust(b)
         return
-    rb = ml.robust(b)
+    rb = cr.robust(b)
     assert rb.se == pytest.approx(ra.se, rel=PERMUTATION_RTOL)
     assert rb.df == pytest.approx(ra.df, rel=PERMUTATION_RTOL)
 
@@ -248,7 +251,7 @@ def test_summary_shows_rounded_numbers():
     assert f"{fit.estimate:.4f}" in text and "0.3031" in text
     assert "sigma2 within clusters  = 0.0135" in text
     assert "Back-transformed (r): 0.2941" in text
-    assert "intrcpt" in ml.robust(fit).summary()
+    assert "intrcpt" in cr.robust(fit).summary()
 
 
 # ---------------------------------------------------------------------- optimiser fallbacks
@@ -307,20 +310,20 @@ def test_large_dataset_is_linear_in_k():
 def test_robust_defaults_to_fit_clusters_and_accepts_coarser_clusters():
     yi, vi, cl = simulated(12, n_clusters=16)
     fit = ml.three_level(yi, vi, cl)
-    a = ml.robust(fit)
-    b = ml.robust(fit, cl)
+    a = cr.robust(fit)
+    b = cr.robust(fit, cl)
     assert a.se == b.se and a.df == b.df and a.n_clusters == 16
     coarse = [f"group{int(c[5:]) // 2}" for c in cl]        # pairs of studies
-    c = ml.robust(fit, coarse)
+    c = cr.robust(fit, coarse)
     assert c.n_clusters == 8 and c.estimate == fit.estimate
 
 
 def test_robust_from_data_pair_equals_robust_of_fit():
     yi, vi, cl = simulated(13)
-    a = ml.robust((yi, vi), cl)
-    b = ml.robust(ml.three_level(yi, vi, cl), cl)
+    a = cr.robust((yi, vi), cl)
+    b = cr.robust(ml.three_level(yi, vi, cl), cl)
     assert a.se == pytest.approx(b.se, rel=1e-12) and a.model == "three_level"
-    u = ml.robust((yi, vi), cl, model="random_effects")
+    u = cr.robust((yi, vi), cl, model="random_effects")
     assert u.model == "random_effects"
     assert u.to_dict()["back_transformed"]["estimate"] == math.tanh(u.estimate)
 
@@ -328,24 +331,24 @@ def test_robust_from_data_pair_equals_robust_of_fit():
 def test_robust_messages():
     fit = ml.three_level([0.1, 0.2, 0.3, 0.4], [0.1] * 4, ["a", "a", "b", "b"])
     with pytest.raises(ModelError) as e:
-        ml.robust(fit, ["x", "y", "x", "y"])
+        cr.robust(fit, ["x", "y", "x", "y"])
     assert str(e.value) == "robust: the model's clusters are not nested within the robust clusters"
     with pytest.raises(ModelError) as e:
-        ml.robust(fit, ["x"] * 4)
+        cr.robust(fit, ["x"] * 4)
     assert str(e.value) == ("robust: the number of clusters (1) must be larger than the number "
                             "of fixed effects (1)")
     with pytest.raises(DataError) as e:
-        ml.robust(object(), ["a"])
+        cr.robust(object(), ["a"])
     assert str(e.value) == ("robust: fit must be a ThreeLevelResult, a random-effects result "
                             "(with yi, vi and tau2) or a pair (yi, vi)")
     with pytest.raises(OptionError, match=r"^model: 'uni' is not one of three_level, random_effects$"):
-        ml.robust(([0.1, 0.2], [0.1, 0.1]), ["a", "b"], model="uni")
+        cr.robust(([0.1, 0.2], [0.1, 0.1]), ["a", "b"], model="uni")
     with pytest.raises(DataError) as e:
-        ml.robust(fit, ["a", "a", "b"])
+        cr.robust(fit, ["a", "a", "b"])
     assert str(e.value) == "robust: yi, vi and cluster must have the same length (got 4, 4 and 3)"
     flat = ml.three_level([0.2, 0.2, 0.2, 0.2], [0.1] * 4, ["a", "a", "b", "b"])
     with pytest.raises(ModelError) as e:
-        ml.robust(flat)
+        cr.robust(flat)
     assert str(e.value) == ("robust: the cluster-robust variance is 0 (the residuals are 0 in "
                             "every cluster), so no robust test is possible")
 
@@ -355,7 +358,7 @@ def test_robust_messages():
 
 def test_aggregate_rho0_equal_variances_is_the_mean():
     """Hand-worked: rho = 0 and equal vi -> yi = mean, vi = v / n."""
-    agg = ml.aggregate([0.1, 0.3, 0.5, 0.2], [0.04] * 4, ["s1", "s1", "s1", "s2"], rho=0)
+    agg = ag.aggregate([0.1, 0.3, 0.5, 0.2], [0.04] * 4, ["s1", "s1", "s1", "s2"], rho=0)
     assert agg.cluster == ("s1", "s2")
     assert agg.yi.tolist() == pytest.approx([0.3, 0.2], rel=1e-14)
     assert agg.vi.tolist() == pytest.approx([0.04 / 3, 0.04], rel=1e-14)
@@ -364,19 +367,19 @@ def test_aggregate_rho0_equal_variances_is_the_mean():
 
 def test_aggregate_default_rho_hand_worked():
     """Two findings, equal vi = v, rho = 0.5: composite mean, vi = v (1 + rho) / 2."""
-    agg = ml.aggregate([0.2, 0.4], [0.02, 0.02], ["s", "s"])
-    assert ml.DEFAULT_RHO == 0.5
+    agg = ag.aggregate([0.2, 0.4], [0.02, 0.02], ["s", "s"])
+    assert ag.DEFAULT_RHO == 0.5
     assert agg.yi[0] == pytest.approx(0.3, rel=1e-14)
     assert agg.vi[0] == pytest.approx(0.02 * 1.5 / 2, rel=1e-14)
     # unweighted: mean, vi = sum(V) / n^2
-    u = ml.aggregate([0.2, 0.4], [0.02, 0.08], ["s", "s"], weighted=False)
+    u = ag.aggregate([0.2, 0.4], [0.02, 0.08], ["s", "s"], weighted=False)
     assert u.yi[0] == pytest.approx(0.3, rel=1e-14)
     assert u.vi[0] == pytest.approx((0.02 + 0.08 + 2 * 0.5 * math.sqrt(0.02 * 0.08)) / 4,
                                     rel=1e-14)
 
 
 def test_aggregate_singletons_pass_through_and_first_appearance_order():
-    agg = ml.aggregate([0.5, 0.1, 0.2], [0.03, 0.01, 0.02], ["z", "a", "a"], rho=0.9)
+    agg = ag.aggregate([0.5, 0.1, 0.2], [0.03, 0.01, 0.02], ["z", "a", "a"], rho=0.9)
     assert agg.cluster == ("z", "a")
     assert agg.yi[0] == 0.5 and agg.vi[0] == 0.03
     fr = agg.to_frame()
@@ -384,24 +387,24 @@ def test_aggregate_singletons_pass_through_and_first_appearance_order():
 
 
 def test_aggregate_per_cluster_rho():
-    a = ml.aggregate([0.1, 0.3, 0.2, 0.6], [0.02] * 4, ["a", "a", "b", "b"], rho=[0.0, 0.5])
+    a = ag.aggregate([0.1, 0.3, 0.2, 0.6], [0.02] * 4, ["a", "a", "b", "b"], rho=[0.0, 0.5])
     assert a.vi.tolist() == pytest.approx([0.01, 0.015], rel=1e-14)
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.3], [0.02] * 2, ["a", "a"], rho=[0.0, 0.5])
+        ag.aggregate([0.1, 0.3], [0.02] * 2, ["a", "a"], rho=[0.0, 0.5])
     assert str(e.value) == "aggregate: rho has 2 values for 1 clusters"
 
 
 def test_aggregate_messages():
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2, 0.3], [0.1] * 3, ["a", "a", "a"], rho=1.0)
+        ag.aggregate([0.1, 0.2, 0.3], [0.1] * 3, ["a", "a", "a"], rho=1.0)
     assert str(e.value) == (
         "aggregate: rho = 1 makes the sampling covariance matrix of cluster 'a' singular or "
         "not positive definite (with 3 findings it needs -0.5 < rho < 1)")
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2], [0.1] * 2, ["a", "a"], rho=1.5)
+        ag.aggregate([0.1, 0.2], [0.1] * 2, ["a", "a"], rho=1.5)
     assert str(e.value) == "aggregate: rho must be in [-1, 1] (got 1.5)"
     with pytest.raises(DataError) as e:
-        ml.aggregate([0.1, 0.2], [0.1, -0.1], ["a", "a"])
+        ag.aggregate([0.1, 0.2], [0.1, -0.1], ["a", "a"])
     assert str(e.value) == "aggregate: vi must be finite and > 0 (row 2 is -0.1)"
 
 

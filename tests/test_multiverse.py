@@ -17,7 +17,7 @@ from metaalliance.analyses import bias as biasmod
 from metaalliance.analyses import multiverse as mvm
 from metaalliance.analyses import multiverse_batch as mb
 from metaalliance.engine import models
-from metaalliance.engine.multilevel import aggregate
+from metaalliance.engine.aggregation import aggregate
 
 #: batched kernels sum in another order than single fits: agreement to rounding, far inside
 #: the project's 1e-6

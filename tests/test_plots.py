@@ -487,6 +487,109 @@ def test_funnel_command(sim_csv, tmp_path, capsys):
     assert b"funnel-points" in out.read_bytes()
 
 
+def simulated_funnel_csv(path, k: int, seed: int):
+    """SIMULATED findings for a funnel plot: heavy-tailed true effects (t, 3 df) and many small
+    samples (n from 4), so that some r lie beyond the plot's r axis (+-.95)."""
+    rng = np.random.default_rng(seed)
+    n = np.maximum(4, np.round(np.exp(rng.normal(3.8, 1.1, k)))).astype(int)
+    z = rng.normal(0.27 + 0.15 * rng.standard_t(3, k), 1 / np.sqrt(n - 3))
+    pd.DataFrame({"label": [f"sim{i + 1}" for i in range(k)], "r": np.tanh(z),
+                  "n": n}).to_csv(path, index=False)
+    return path
+
+
+def _funnel_via_command(monkeypatch, tmp_path, argv):
+    """Run `metaalliance funnel ARGV` (writing the PNG) and return the figure it drew."""
+    from metaalliance.cli import main
+
+    drawn = []
+    save = plots.save_figure
+
+    def keep(fig, *args, **kwargs):
+        drawn.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    out = tmp_path / "funnel.png"
+    assert main(["funnel", "--out", str(out), "--dpi", "100", *argv]) == 0
+    assert out.stat().st_size > 0 and len(drawn) == 1
+    return drawn[0]
+
+
+def _assert_inside_figure_and_panel(fig):
+    """The legend and every label inside the figure; every marker whole inside the panel."""
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    page = fig.bbox
+    half_px = 0.5
+
+    def inside(box, outer):
+        return (box.x0 >= outer.x0 - half_px and box.x1 <= outer.x1 + half_px
+                and box.y0 >= outer.y0 - half_px and box.y1 <= outer.y1 + half_px)
+
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert inside(legend, page), f"legend {legend} outside the figure {page}"
+    assert inside(ax.get_tightbbox(renderer), page)
+    # below the x axis label, not on it
+    assert legend.y1 <= ax.xaxis.get_tightbbox(renderer).y0 + half_px
+    panel = ax.get_window_extent(renderer)
+    (x0, x1), (y1, y0) = ax.get_xlim(), ax.get_ylim()
+    scatters = [c for c in ax.collections if c.get_gid() in ("funnel-points", "funnel-filled")]
+    assert scatters
+    for coll in scatters:
+        assert coll.get_clip_on(), coll.get_gid()
+        xy = coll.get_offsets()
+        assert np.all((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1))
+        # the marker's half-width (sizes in pt^2) around its centre, in pixels
+        r = (math.sqrt(float(np.max(coll.get_sizes()))) / 2
+             + float(np.max(coll.get_linewidths())) / 2) * fig.dpi / 72
+        px = ax.transData.transform(xy)
+        assert np.all(px[:, 0] - r >= panel.x0 - 1e-6) and np.all(px[:, 0] + r <= panel.x1 + 1e-6)
+        assert np.all(px[:, 1] - r >= panel.y0 - 1e-6) and np.all(px[:, 1] + r <= panel.y1 + 1e-6)
+    return scatters
+
+
+def test_funnel_with_trim_and_fill_fits_its_legend_on_the_curated_data(monkeypatch, tmp_path):
+    fig = _funnel_via_command(monkeypatch, tmp_path, ["--trimfill"])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "filled (trim and fill)" in labels and "trim-and-fill estimate" in labels
+    _assert_inside_figure_and_panel(fig)
+    assert fig.get_figwidth() == pytest.approx(84 / 25.4)
+
+
+def test_funnel_of_1000_simulated_findings_draws_nothing_outside(monkeypatch, tmp_path):
+    csv = simulated_funnel_csv(tmp_path / "sim1000.csv", 1000, 7)
+    r = pd.read_csv(csv)["r"].to_numpy()
+    assert np.sum(np.abs(r) > 0.95) >= 1          # the data reach beyond the r axis
+    fig = _funnel_via_command(monkeypatch, tmp_path,
+                              ["--data", str(csv), "--r", "r", "--n", "n", "--trimfill",
+                               "--control", "optimum"])
+    scatters = _assert_inside_figure_and_panel(fig)
+    ax = fig.axes[0]
+    points = [c for c in scatters if c.get_gid() == "funnel-points"]
+    assert sum(len(c.get_offsets()) for c in points) == 1000
+    # those beyond are drawn at the edge as triangles pointing outwards, and say so
+    beyond = sum(len(c.get_offsets()) for c in points
+                 if c.get_paths()[0].vertices.shape != points[0].get_paths()[0].vertices.shape)
+    assert beyond == np.sum(np.abs(r) > 0.95)
+    assert "r beyond \u00b1.95" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("kw", [dict(height_mm=55), dict(width=50, font_size=9),
+                                dict(width="double", title="Funnel")],
+                         ids=["short", "narrow-large-font", "double-title"])
+def test_funnel_legend_fits_at_other_sizes(kw, tmp_path):
+    from metaalliance.analyses import bias
+
+    df = pd.read_csv(simulated_funnel_csv(tmp_path / "sim.csv", 300, 11))
+    yi, vi = np.arctanh(df["r"].to_numpy()), 1 / (df["n"].to_numpy() - 3)
+    res = models.random_effects(yi, vi, measure="ZCOR", control="optimum")
+    ax = plots.funnel_plot(res, trimfill=bias.trim_and_fill(res, control="optimum"), **kw)
+    _assert_inside_figure_and_panel(ax.figure)
+    if "height_mm" in kw:                       # a given height is kept: the panel gives way
+        assert ax.figure.get_figheight() == pytest.approx(55 / 25.4)
+
+
 def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
     """save_figure renders into memory and writes all pages or none (fileio.write_all)."""
     import matplotlib

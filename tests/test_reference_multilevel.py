@@ -1,4 +1,5 @@
-"""metaalliance.engine.multilevel against R's metafor and clubSandwich.
+"""metaalliance.engine.multilevel, .cluster_robust and .aggregation against R's metafor and
+clubSandwich.
 
 Every number comes from tests/reference/multilevel.json, written by tests/reference/multilevel.R
 (R, metafor, metadat and clubSandwich versions are recorded in the JSON; the R call of each case
@@ -21,6 +22,8 @@ import numpy as np
 import pytest
 
 from metaalliance.engine import models
+from metaalliance.engine import aggregation as ag
+from metaalliance.engine import cluster_robust as cr
 from metaalliance.engine import multilevel as ml
 from metaalliance.errors import MetaAllianceWarning
 
@@ -126,7 +129,7 @@ ROBUST_CASES = sorted(n for n in CASES if "robust_cr2" in CASES[n])
 def test_robust_clubsandwich(name):
     """robust(res, cluster = cluster, clubSandwich = TRUE): CR2, Satterthwaite df."""
     c = CASES[name]
-    rob = ml.robust(fit_case(c))
+    rob = cr.robust(fit_case(c))
     assert (rob.vcov_type, rob.df_method) == ("CR2", "Satterthwaite")
     check_robust(rob, c["robust_cr2"])
 
@@ -135,7 +138,7 @@ def test_robust_clubsandwich(name):
 def test_robust_default_cr1(name):
     """robust(res, cluster = cluster): metafor's default CR1 with n - p df."""
     c = CASES[name]
-    rob = ml.robust(fit_case(c), clubSandwich=False)
+    rob = cr.robust(fit_case(c), clubSandwich=False)
     assert (rob.vcov_type, rob.df_method) == ("CR1", "n - p")
     check_robust(rob, c["robust_cr1"])
 
@@ -145,20 +148,20 @@ def test_univariate_robust(name):
     """robust(rma.uni(yi, vi, method = "REML"), cluster, clubSandwich = TRUE), from the data
     and from the engine's models.random_effects result."""
     c = REF["univariate_robust"][name]
-    rob = ml.robust((c["yi"], c["vi"]), c["cluster"], model="random_effects")
+    rob = cr.robust((c["yi"], c["vi"]), c["cluster"], model="random_effects")
     check_robust(rob, c["robust_cr2"])
     # multilevel.R fits rma.uni with threshold 1e-12: compare at the optimum
     fit = models.random_effects(c["yi"], c["vi"], measure="generic", control="optimum")
     close(fit.tau2, c["tau2"])
-    check_robust(ml.robust(fit, c["cluster"]), c["robust_cr2"])
-    check_robust(ml.robust(fit, c["cluster"], clubSandwich=False), c["robust_cr1"])
+    check_robust(cr.robust(fit, c["cluster"]), c["robust_cr2"])
+    check_robust(cr.robust(fit, c["cluster"], clubSandwich=False), c["robust_cr1"])
 
 
 @pytest.mark.parametrize("name", sorted(REF["aggregate"]))
 def test_aggregate(name):
     """aggregate(escalc, cluster, struct = "CS", rho), then rma.uni(method = "REML")."""
     c = REF["aggregate"][name]
-    agg = ml.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
+    agg = ag.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
     assert [str(x) for x in agg.cluster] == c["agg_cluster"]
     close(agg.yi, c["agg_yi"])
     close(agg.vi, c["agg_vi"])

@@ -27,7 +27,7 @@ other instrument its own family.
 =============  =============================================================================
 model          univariate: ``models.random_effects`` (= metafor ``rma``), one row per finding;
                three_level: ``multilevel.three_level`` (findings within samples,
-               ``rma.mv``); composite: ``multilevel.aggregate`` per sample (rho =
+               ``rma.mv``); composite: ``aggregation.aggregate`` per sample (rho =
                ``composite_rho``), then ``random_effects``; che: the correlated-and-
                hierarchical-effects model of ``engine.che`` (when that module exists)
 method         a tau^2 estimator of ``options.METHODS`` (univariate, composite); three-level
@@ -79,7 +79,7 @@ DEFAULT_MODELS = MODELS
 DEFAULT_TESTS = ("z", "knha")
 DEFAULT_BIASES = BIASES
 THREE_LEVEL_METHODS = ("REML", "ML")
-#: rho of the composite model (multilevel.DEFAULT_RHO's reasoning) and of the CHE model
+#: rho of the composite model (aggregation.DEFAULT_RHO's reasoning) and of the CHE model
 #: (0.6: the value i13's che() defaults to, as in Pustejovsky & Tipton 2022)
 COMPOSITE_RHO = 0.5
 CHE_RHO = mb.CHE_RHO

@@ -207,7 +207,7 @@ def _side_sign(y, v, method, control):
 
 
 def stacked_composites(y, v, codes, masks, rho):
-    """``multilevel.aggregate(y[m], v[m], codes[m], rho)`` (weighted, compound symmetry) of
+    """``aggregation.aggregate(y[m], v[m], codes[m], rho)`` (weighted, compound symmetry) of
     every subset ``m`` at once, stacked into one dataset with one block mask per subset.
 
     The composites of a subset are in order of first appearance of their samples, as
@@ -343,7 +343,8 @@ def _batch_numbers(res):
 def _single(model, method, test, bias, y, v, codes, measure, level, rho, control, pet_sign):
     """One non-batched specification: a dict of FIELDS (None where not defined)."""
     from metaalliance.engine import models
-    from metaalliance.engine.multilevel import aggregate, three_level
+    from metaalliance.engine.aggregation import aggregate
+    from metaalliance.engine.multilevel import three_level
 
     if model == "three_level":
         r = three_level(y, v, codes, method=method, test=test, level=level, measure=measure)

@@ -10,7 +10,9 @@ Examples:
 Effect (r axis, ticks at atanh(r)) against its standard error, 0 at the top; the dashed
 triangle is the 95% pseudo confidence region around the random-effects estimate; grey bands
 around zero show where a finding would be significant at p < .10, .05 and .01. Findings are
-treated as independent here, as in `metaalliance bias`."""
+treated as independent here, as in `metaalliance bias`. A finding beyond the r axis (|r| > .95)
+is drawn at its edge as a triangle pointing outwards. The figure is --width-mm wide and as tall
+as its legend needs."""
 
 
 def register(sub, common):

@@ -152,7 +152,7 @@ def _numeric_if_possible(df, cols, source="data"):
 
 
 def composite_fit(df, yi, vi, cluster: str, rho: float, **model):
-    """One composite effect per value of ``df[cluster]`` (``multilevel.aggregate``, metafor's
+    """One composite effect per value of ``df[cluster]`` (``aggregation.aggregate``, metafor's
     ``aggregate(struct = "CS", rho)``), then ``models.random_effects`` of the composites.
 
     Returns (fit, frame): ``frame`` has one row per composite in the fit's order (cluster,
@@ -162,11 +162,11 @@ def composite_fit(df, yi, vi, cluster: str, rho: float, **model):
     import numpy as np
     import pandas as pd
 
-    from metaalliance.engine import models, multilevel
+    from metaalliance.engine import aggregation, models
     from metaalliance.formatting import distinct_labels
 
     keys_all = df[cluster].astype(str).to_numpy()
-    agg = multilevel.aggregate(np.asarray(yi, float), np.asarray(vi, float), keys_all, rho=rho)
+    agg = aggregation.aggregate(np.asarray(yi, float), np.asarray(vi, float), keys_all, rho=rho)
     keys = [str(c) for c in agg.cluster]
     label_col = "label" if "label" in df.columns else cluster
     first = df.assign(_key=keys_all).groupby("_key", sort=False)
@@ -191,7 +191,7 @@ def pool_selection(sel, args, used=()) -> int:
 
     from metaalliance.engine import models
     from metaalliance.cli import print_json, progress_bar
-    from metaalliance.engine.multilevel import DEFAULT_RHO
+    from metaalliance.engine.aggregation import DEFAULT_RHO
     from metaalliance.errors import MetaAllianceWarning
 
     df = sel.frame.reset_index(drop=True).copy()

@@ -33,7 +33,8 @@ from metaalliance.engine.results import robust_dict_tail
 
 from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
-from metaalliance.engine.multilevel import _block_weights, _design, _validate
+from metaalliance.engine.clusters import _design, _validate
+from metaalliance.engine.cluster_robust import _block_weights
 from metaalliance.engine.results import Coefficient
 
 __all__ = ["DEFAULT_CHE_RHO", "CHEResult", "RobustTest", "che", "cr2_inference"]

@@ -1,22 +1,18 @@
-"""Dependent findings: the three-level model, cluster-robust inference and aggregation.
+"""Dependent findings: the three-level model (findings within clusters), as metafor's rma.mv.
 
 Many studies report several alliance-outcome findings (raters, outcome measures, time points).
-They are not independent, and this module offers the three usual answers, each in exact
-agreement with R's metafor (and clubSandwich):
+They are not independent. Of the three usual answers, this module holds the three-level model;
+cluster-robust inference (metafor's ``robust()``, with clubSandwich's CR2) is
+``cluster_robust.robust`` and within-cluster aggregation (metafor's ``aggregate()``) is
+``aggregation.aggregate``; the inputs of all three are checked by ``clusters._validate``.
 
 =====================================================  ==========================================
-metaalliance                                           metafor / clubSandwich
+metaalliance                                           metafor
 =====================================================  ==========================================
 ``three_level(yi, vi, cluster, method, test)``         ``rma.mv(yi, vi, random = ~ 1 |
                                                        cluster/finding, method, test)``
 ``three_level(..., X=X)`` (X with its intercept)       ``rma.mv(yi, vi, mods = X, intercept =
                                                        FALSE, random = ~ 1 | cluster/finding)``
-``robust(fit, cluster)``                               ``robust(res, cluster, clubSandwich = TRUE)``
-                                                       (CR2, Satterthwaite df: clubSandwich's
-                                                       ``coef_test`` / ``conf_int`` defaults)
-``robust(fit, cluster, clubSandwich=False)``           ``robust(res, cluster)`` (CR1, df = n - p)
-``aggregate(yi, vi, cluster, rho)``                    ``aggregate(escalc, cluster, struct = "CS",
-                                                       rho = rho)``
 =====================================================  ==========================================
 
 The three-level model is ``y_ij = mu + u_i + w_ij + e_ij`` with ``u_i ~ N(0, sigma2[0])``
@@ -46,7 +42,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -54,17 +49,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metaalliance.engine.results import robust_dict_tail
+from metaalliance.engine.clusters import _codes, _data_hash, _design, _validate
 
-from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
+from metaalliance.errors import DataError, MetaAllianceWarning, OptionError
 from metaalliance.engine.inference import level_alpha as _level_alpha
 from metaalliance.options import check_option
 from metaalliance.engine.results import Coefficient, versions as _versions
 
 __all__ = [
-    "THREE_LEVEL_METHODS", "THREE_LEVEL_TESTS", "MEASURES", "DEFAULT_RHO",
-    "Coefficient", "ThreeLevelResult", "RobustResult", "AggregateResult",
-    "three_level", "robust", "aggregate",
+    "THREE_LEVEL_METHODS", "THREE_LEVEL_TESTS", "MEASURES", "Coefficient", "ThreeLevelResult",
+    "three_level",
 ]
 
 #: estimators of the variance components (metafor's rma.mv offers these two)
@@ -74,120 +68,10 @@ THREE_LEVEL_TESTS = ("z", "t")
 #: "ZCOR" (Fisher z of r: to_frame(scale="r") and back-transformed values) or "generic"
 MEASURES = ("ZCOR", "generic")
 SCALES = ("r", "z")
-ROBUST_MODELS = ("three_level", "random_effects")
-
-#: Assumed correlation between the sampling errors of two findings from the same study when
-#: aggregating. metafor makes the user choose; we choose 0.5 because findings of one study come
-#: from the same patients (different raters, measures or time points), so their errors are
-#: positively correlated, and 0.5 is the conventional middle value used when studies do not
-#: report it (Borenstein et al., 2009, ch. 24; rho = 0 would treat them as independent and
-#: understate the variance of the composite). Check the conclusions with 0.2 and 0.8.
-DEFAULT_RHO = 0.5
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _MAX_ITER = 200          # Newton iterations per starting point
 _STEP_RTOL = 1e-10       # stop when every |change| <= 1e-10 (sigma2 + 1e-6 * mean(vi))
-_EIG_TOL = 1e-12         # clubSandwich's matrix_power: eigenvalues <= 1e-12 are set to 0
-
-
-# ================================================================================= validation
-
-
-def _is_missing(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)) and math.isnan(value):
-        return True
-    return type(value).__name__ in ("NAType", "NaTType")
-
-
-def _numbers(values, name: str, who: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise DataError(f"{who}: {name} must be numbers") from None
-    if arr.ndim != 1:
-        raise DataError(f"{who}: {name} must be one-dimensional (got shape {arr.shape})")
-    return arr
-
-
-def _validate(yi, vi, cluster, who: str, min_k: int = 2):
-    """Check the inputs; return yi, vi (float arrays), cluster labels (list) and codes."""
-    yi = _numbers(yi, "yi", who)
-    vi = _numbers(vi, "vi", who)
-    if cluster is None:
-        raise DataError(f"{who}: cluster is required (one label per finding)")
-    labels = list(np.asarray(cluster, dtype=object).ravel()) if not isinstance(cluster, list) \
-        else list(cluster)
-    if not (len(yi) == len(vi) == len(labels)):
-        raise DataError(f"{who}: yi, vi and cluster must have the same length "
-                        f"(got {len(yi)}, {len(vi)} and {len(labels)})")
-    bad = np.flatnonzero(~np.isfinite(yi))
-    if bad.size:
-        raise DataError(f"{who}: yi must be finite numbers (row {bad[0] + 1} is {yi[bad[0]]})")
-    bad = np.flatnonzero(~(np.isfinite(vi) & (vi > 0)))
-    if bad.size:
-        raise DataError(f"{who}: vi must be finite and > 0 (row {bad[0] + 1} is {vi[bad[0]]})")
-    from metaalliance.options import VI_MAX, VI_MIN, YI_MAX
-
-    bad = np.flatnonzero(np.abs(yi) > YI_MAX)
-    if bad.size:
-        raise DataError(f"{who}: yi must lie within +-{YI_MAX:g} (row {bad[0] + 1} is "
-                        f"{yi[bad[0]]:g})")
-    bad = np.flatnonzero((vi < VI_MIN) | (vi > VI_MAX))
-    if bad.size:
-        raise DataError(f"{who}: vi must lie between {VI_MIN:g} and {VI_MAX:g} (row "
-                        f"{bad[0] + 1} is {vi[bad[0]]:g})")
-    for i, c in enumerate(labels):
-        if _is_missing(c):
-            raise DataError(f"{who}: cluster has a missing value (row {i + 1})")
-    if len(yi) < min_k:
-        raise DataError(f"{who}: needs at least {min_k} findings (got {len(yi)})")
-    codes, uniq = _codes(labels)
-    return yi, vi, labels, codes, uniq
-
-
-def _codes(labels):
-    """Integer codes in order of first appearance (metafor's ``unique(cluster)`` order)."""
-    index: dict = {}
-    codes = np.empty(len(labels), dtype=np.intp)
-    for i, c in enumerate(labels):
-        codes[i] = index.setdefault(c, len(index))
-    return codes, list(index)
-
-
-def _design(X, k: int, names, who: str):
-    if X is None:
-        return np.ones((k, 1)), ("intrcpt",), True
-    X = np.asarray(X, dtype=float)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or X.shape[0] != k:
-        raise DataError(f"{who}: X must have one row per finding ({k} rows, got shape {X.shape})")
-    if not np.all(np.isfinite(X)):
-        raise DataError(f"{who}: X must be finite numbers")
-    p = X.shape[1]
-    if names is None:
-        names = tuple(f"X{j + 1}" for j in range(p))
-    names = tuple(str(n) for n in names)
-    if len(names) != p:
-        raise DataError(f"{who}: {len(names)} coefficient names for {p} columns of X")
-    if np.linalg.matrix_rank(X) < p:
-        raise ModelError(f"{who}: the design matrix X is rank deficient "
-                         f"(rank {np.linalg.matrix_rank(X)} < {p} columns)")
-    if k <= p:
-        raise ModelError(f"{who}: needs more findings ({k}) than coefficients ({p})")
-    intercept = bool(np.all(X[:, 0] == 1.0))
-    return X, names, intercept
-
-
-def _data_hash(yi, vi, labels) -> str:
-    """sha256 of yi and vi (little-endian float64) and the cluster labels (str, 0x1f-joined)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(yi, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(vi, dtype="<f8").tobytes())
-    h.update("\x1f".join(map(str, labels)).encode("utf-8"))
-    return h.hexdigest()
 
 
 # ============================================================================ block algebra
@@ -734,349 +618,3 @@ def _assemble(b, theta, ev, reml, method, test, lv, alpha, Xd, names, intercept,
         converged=bool(converged), optimizer=optimizer, iterations=int(iters),
         provenance=provenance,
     )
-
-
-# ================================================================================== robust
-
-
-@dataclass(frozen=True, eq=False)
-class RobustResult:
-    """Cluster-robust tests of a fitted model, as metafor's ``robust()``.
-
-    With ``clubSandwich=True`` (default): CR2 variances and Satterthwaite degrees of freedom,
-    as ``robust(res, cluster, clubSandwich = TRUE)`` (clubSandwich's ``vcovCR(type = "CR2")``,
-    ``coef_test(test = "Satterthwaite")`` and ``conf_int``). With ``clubSandwich=False``: CR1
-    (the sandwich times n / (n - p)) with n - p df, metafor's default ``robust(res, cluster)``.
-    ``estimate`` ... ``ci_upper`` refer to the first coefficient; ``coefficients`` holds all
-    (with ``df`` per coefficient in ``dfs``).
-    """
-
-    model: str
-    vcov_type: str
-    df_method: str
-    k: int
-    n_clusters: int
-    level: float
-    measure: str
-    estimate: float
-    se: float
-    t: float
-    df: float
-    pvalue: float
-    ci_lower: float
-    ci_upper: float
-    coefficients: tuple[Coefficient, ...]
-    dfs: tuple[float, ...]
-    vcov: np.ndarray = field(repr=False)
-    provenance: dict = field(repr=False)
-
-    def to_dict(self) -> dict:
-        d = {"model": self.model, "vcov_type": self.vcov_type, "df_method": self.df_method,
-             "k": self.k, "n_clusters": self.n_clusters, "estimate": self.estimate,
-             "se": self.se, "t": self.t, "df": self.df, "pvalue": self.pvalue,
-             "ci_lower": self.ci_lower, "ci_upper": self.ci_upper}
-        return robust_dict_tail(self, d)
-
-    def summary(self) -> str:
-        lines = [f"Cluster-robust inference ({self.vcov_type}, df: {self.df_method}) for the "
-                 f"{self.model.replace('_', '-')} model: k = {self.k} findings in "
-                 f"{self.n_clusters} clusters", "",
-                 f"{'':14s}{'estimate':>10s}{'se':>9s}{'tval':>9s}{'df':>8s}{'pval':>9s}"
-                 f"{'ci.lb':>9s}{'ci.ub':>9s}"]
-        for c, df in zip(self.coefficients, self.dfs):
-            lines.append(f"{c.name[:14]:14s}{c.estimate:10.4f}{c.se:9.4f}{c.stat:9.4f}"
-                         f"{df:8.2f}{_fmt_p(c.pvalue):>9s}{c.ci_lower:9.4f}{c.ci_upper:9.4f}")
-        if self.measure == "ZCOR":
-            lines.append(f"Back-transformed (r): {math.tanh(self.estimate):.4f} "
-                         f"[{math.tanh(self.ci_lower):.4f}, {math.tanh(self.ci_upper):.4f}]")
-        return "\n".join(lines)
-
-
-def _matrix_power(x, power):
-    """clubSandwich's matrix_power: symmetric eigen-decomposition, eigenvalues <= 1e-12 -> 0."""
-    vals, vecs = np.linalg.eigh(x)
-    vp = np.zeros_like(vals)
-    pos = vals > _EIG_TOL
-    vp[pos] = vals[pos] ** power
-    return (vecs * vp) @ vecs.T
-
-
-def robust(fit, cluster=None, clubSandwich: bool = True, level=None, *,
-           model: str = "three_level", method: str = "REML", measure: str | None = None
-           ) -> RobustResult:
-    """Cluster-robust standard errors, tests and confidence intervals.
-
-    Parameters
-    ----------
-    fit :
-        a ``ThreeLevelResult``; or a univariate random-effects result (any object with ``yi``,
-        ``vi`` and ``tau2`` attributes, such as ``models.random_effects(...)``: metafor's
-        ``rma.uni``); or the data themselves as a pair ``(yi, vi)``, which are then fitted with
-        ``model`` ("three_level" on ``cluster``, or "random_effects") by REML or ML (``method``).
-    cluster :
-        the clustering variable (one label per finding). For a three-level fit it defaults to
-        the fit's clusters; the model's clusters must be nested within it.
-    clubSandwich :
-        True: CR2 + Satterthwaite df (``robust(res, cluster, clubSandwich = TRUE)``);
-        False: CR1 with df = n - p (metafor's default ``robust(res, cluster)``).
-    level : confidence level (default: the fit's, else 95).
-    """
-    who = "robust"
-    check_option("clubSandwich", clubSandwich, (True, False))
-    if isinstance(fit, tuple) and len(fit) == 2:
-        check_option("model", model, ROBUST_MODELS)
-        check_option("method", method, THREE_LEVEL_METHODS)
-        yi, vi = fit
-        if model == "three_level":
-            fit = three_level(yi, vi, cluster, method=method, measure=measure or "ZCOR",
-                              level=level or 95)
-        else:
-            yi, vi, _, _, _ = _validate(yi, vi, cluster, who)
-            X = np.ones((len(yi), 1))
-            b = _Blocks(yi, vi, X, np.arange(len(yi)))
-            theta, _, _, _, _ = _fit_components(b, method == "REML",
-                                                np.array([False, True]), who)
-            fit = _UniFit(yi, vi, float(theta[1]), measure or "ZCOR", level or 95)
-    if isinstance(fit, ThreeLevelResult):
-        mname = "three_level"
-        yi, vi, X = np.asarray(fit.yi), np.asarray(fit.vi), np.asarray(fit.X)
-        names = tuple(c.name for c in fit.coefficients)
-        s1, s2 = fit.sigma2
-        model_codes, _ = _codes(list(fit.cluster))
-        if cluster is None:
-            cluster = list(fit.cluster)
-        lvl = fit.level if level is None else level
-        meas = fit.measure
-        beta = np.array([c.estimate for c in fit.coefficients])   # clubSandwich: coef(res)
-    elif all(hasattr(fit, a) for a in ("yi", "vi", "tau2")):
-        mname = "random_effects"
-        yi = np.asarray(fit.yi, dtype=float)
-        vi = np.asarray(fit.vi, dtype=float)
-        X = np.asarray(getattr(fit, "X", None) if getattr(fit, "X", None) is not None
-                       else np.ones((len(yi), 1)), dtype=float)
-        names = ("intrcpt",) if X.shape[1] == 1 else tuple(f"X{j + 1}" for j in range(X.shape[1]))
-        s1, s2 = 0.0, float(fit.tau2)
-        model_codes = np.arange(len(yi))
-        lvl = getattr(fit, "level", 95) if level is None else level
-        meas = getattr(fit, "measure", "ZCOR")
-        est = getattr(fit, "estimate", None)
-        beta = np.array([float(est)]) if X.shape[1] == 1 and est is not None else None
-    else:
-        raise DataError(f"{who}: fit must be a ThreeLevelResult, a random-effects result "
-                        "(with yi, vi and tau2) or a pair (yi, vi)")
-    if measure is not None:
-        check_option("measure", measure, MEASURES)
-        meas = measure
-    lv, alpha = _level_alpha(lvl)
-    if cluster is None:
-        raise DataError(f"{who}: cluster is required for a random-effects fit")
-    yi, vi, _, rcodes, _ = _validate(yi, vi, cluster, who)
-    k, p = X.shape
-    n = int(rcodes.max()) + 1
-    # the model's clusters must be nested within the robust clusters (clubSandwich's check)
-    owner = {}
-    for mc, rc in zip(model_codes, rcodes):
-        if owner.setdefault(int(mc), int(rc)) != rc:
-            raise ModelError(f"{who}: the model's clusters are not nested within the "
-                             "robust clusters")
-    if n - p <= 0:
-        raise ModelError(f"{who}: the number of clusters ({n}) must be larger than the "
-                         f"number of fixed effects ({p})")
-    return _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, clubSandwich,
-                           lv, alpha, mname, meas, beta=beta)
-
-
-class _UniFit(NamedTuple):
-    yi: np.ndarray
-    vi: np.ndarray
-    tau2: float
-    measure: str
-    level: float
-
-
-def _block_weights(blocks, X):
-    """For each cluster block ``(idx, V_j)`` of the marginal covariance: ``(idx, V_j, L_j, W_j,
-    X_j)`` with ``L_j`` the Cholesky factor and ``W_j`` the symmetrised inverse of ``V_j``; and
-    ``M``, the symmetrised inverse of X'WX. Shared by ``robust()`` and the CHE model's CR2."""
-    p = X.shape[1]
-    XtWX = np.zeros((p, p))
-    out = []
-    for idx, Vj in blocks:
-        Lj = np.linalg.cholesky(Vj)
-        Wj = np.linalg.inv(Vj)
-        Wj = 0.5 * (Wj + Wj.T)
-        Xj = X[idx]
-        XtWX += Xj.T @ Wj @ Xj
-        out.append((idx, Vj, Lj, Wj, Xj))
-    M = np.linalg.inv(XtWX)
-    return out, 0.5 * (M + M.T)
-
-
-def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, alpha,
-                    mname, measure, beta=None):
-    from metaalliance.engine import distributions as stats
-
-    k, p = X.shape
-    model_codes = np.asarray(model_codes)
-    order = np.argsort(rcodes, kind="stable")
-    rs = rcodes[order]
-    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
-    ends = np.r_[starts[1:], k]
-    marginal = []
-    for s, e in zip(starts, ends):
-        idx = order[s:e]
-        mc = model_codes[idx]
-        marginal.append((idx, np.diag(vi[idx] + s2) + s1 * (mc[:, None] == mc[None, :])))
-    blocks, M = _block_weights(marginal, X)
-    if beta is None:
-        beta = M @ sum(Xj.T @ Wj @ yi[idx] for idx, _, _, Wj, Xj in blocks)
-    resid = yi - X @ beta
-    comps = []
-    E_list = []
-    for idx, Vj, Lj, Wj, Xj in blocks:
-        XW = Xj.T @ Wj                                        # p x n_j
-        if cr2:
-            # clubSandwich CR2 with inverse-variance weights: A_j = U' G^-1/2 U, U = chol(V_j),
-            # G = U (I - X_j M X_j' W_j) V_j U'
-            U = Lj.T
-            IH = np.eye(len(idx)) - Xj @ M @ XW
-            G = U @ IH @ Vj @ U.T
-            Aj = U.T @ _matrix_power(0.5 * (G + G.T), -0.5) @ U
-            Ej = XW @ Aj
-        else:
-            Ej = XW
-        E_list.append(Ej)
-        comps.append(Ej @ resid[idx])
-    C = np.array(comps)                                        # n x p
-    vcov = M @ (C.T @ C) @ M
-    if cr2:
-        # Satterthwaite df (clubSandwich get_GH / get_P_array / Satterthwaite)
-        Mchol = np.linalg.cholesky(M)
-        d = np.zeros((p, n))
-        Hs = np.zeros((p, n, p))
-        for j, ((idx, Vj, Lj, Wj, Xj), Ej) in enumerate(zip(blocks, E_list)):
-            ME = M @ Ej
-            Gj = ME @ Lj
-            d[:, j] = np.sum(Gj * Gj, axis=1)
-            Hs[:, j, :] = ME @ Xj @ Mchol
-        dfs = np.empty(p)
-        for i in range(p):
-            h = Hs[i]                                          # n x p
-            hn = np.sum(h * h, axis=1)
-            trP = np.sum(d[i]) - np.sum(hn)
-            HH = h.T @ h
-            frob = np.sum(d[i] ** 2) - 2.0 * np.sum(d[i] * hn) + np.sum(HH * HH)
-            dfs[i] = trP ** 2 / frob
-        vtype, dmethod = "CR2", "Satterthwaite"
-    else:
-        vcov = vcov * n / (n - p)
-        dfs = np.full(p, float(n - p))
-        vtype, dmethod = "CR1", "n - p"
-    se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
-    if not (np.all(se > 0) and np.all(np.isfinite(dfs)) and np.all(dfs > 0)):
-        raise ModelError("robust: the cluster-robust variance is 0 (the residuals are 0 in "
-                         "every cluster), so no robust test is possible")
-    tval = beta / se
-    pval = 2.0 * stats.t.sf(np.abs(tval), dfs)
-    crit = stats.t.isf(alpha / 2, dfs)
-    coefs = tuple(Coefficient(names[j], float(beta[j]), float(se[j]), float(tval[j]),
-                              float(pval[j]), float(beta[j] - crit[j] * se[j]),
-                              float(beta[j] + crit[j] * se[j])) for j in range(p))
-    c0 = coefs[0]
-    prov = {"function": "metaalliance.engine.multilevel.robust",
-            "metafor_call": "robust(res, cluster = cluster" +
-                            (", clubSandwich = TRUE)" if cr2 else ")"),
-            "model": mname, "k": k, "n_clusters": n, "level": lv,
-            "versions": _versions()}
-    return RobustResult(model=mname, vcov_type=vtype, df_method=dmethod, k=k, n_clusters=n,
-                        level=lv, measure=measure, estimate=c0.estimate, se=c0.se, t=c0.stat,
-                        df=float(dfs[0]), pvalue=c0.pvalue, ci_lower=c0.ci_lower,
-                        ci_upper=c0.ci_upper, coefficients=coefs,
-                        dfs=tuple(float(x) for x in dfs), vcov=_readonly(vcov),
-                        provenance=prov)
-
-
-# =============================================================================== aggregate
-
-
-@dataclass(frozen=True, eq=False)
-class AggregateResult:
-    """One composite effect per cluster (clusters in order of first appearance, as metafor).
-
-    ``yi``/``vi`` can go straight into the univariate engine
-    (``models.random_effects(agg.yi, agg.vi)``). ``k`` is the number of findings per cluster.
-    """
-
-    cluster: tuple
-    yi: np.ndarray
-    vi: np.ndarray
-    k: np.ndarray
-    rho: np.ndarray
-    weighted: bool
-    provenance: dict = field(repr=False)
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame({"cluster": list(self.cluster), "yi": self.yi, "vi": self.vi,
-                             "k": self.k, "rho": self.rho})
-
-
-def aggregate(yi, vi, cluster, rho=DEFAULT_RHO, weighted: bool = True) -> AggregateResult:
-    """Within-cluster aggregation, as metafor's ``aggregate(escalc, cluster, struct = "CS", rho)``.
-
-    The sampling errors of findings in one cluster are assumed to correlate ``rho`` (compound
-    symmetry: ``V_c = S R S``, ``S = diag(sqrt(vi))``); ``rho`` is one number or one per
-    cluster (in order of first appearance). The default 0.5 is our assumption, see
-    ``DEFAULT_RHO``. Weighted (default): the GLS composite ``yi = 1'W y / 1'W 1``,
-    ``vi = 1 / 1'W 1`` with ``W = V_c^-1``; unweighted: the mean with ``vi = 1'V_c 1 / n^2``.
-    """
-    who = "aggregate"
-    check_option("weighted", weighted, (True, False))
-    yi, vi, labels, codes, uniq = _validate(yi, vi, cluster, who, min_k=1)
-    n_cl = len(uniq)
-    rho_arr = _numbers(np.atleast_1d(rho), "rho", who)
-    if rho_arr.size == 1:
-        rho_arr = np.full(n_cl, rho_arr[0])
-    if rho_arr.size != n_cl:
-        raise DataError(f"{who}: rho has {rho_arr.size} values for {n_cl} clusters")
-    if np.any(~np.isfinite(rho_arr) | (rho_arr < -1) | (rho_arr > 1)):
-        bad = rho_arr[~np.isfinite(rho_arr) | (rho_arr < -1) | (rho_arr > 1)][0]
-        raise DataError(f"{who}: rho must be in [-1, 1] (got {bad:g})")
-    nk = np.bincount(codes, minlength=n_cl)
-    for c in range(n_cl):
-        m, r = nk[c], rho_arr[c]
-        if m >= 2 and not (-1.0 / (m - 1) < r < 1.0):
-            raise DataError(f"{who}: rho = {r:g} makes the sampling covariance matrix of "
-                            f"cluster {uniq[c]!r} singular or not positive definite "
-                            f"(with {m} findings it needs {-1.0 / (m - 1):g} < rho < 1)")
-    sd = np.sqrt(vi)
-    if weighted:
-        # V_c^-1 = D R^-1 D with D = diag(1/sd), R^-1 = (I - c 11') / (1 - rho),
-        # c = rho / (1 + (m - 1) rho)
-        t = 1.0 / sd
-        s1 = np.bincount(codes, t, n_cl)
-        s2 = np.bincount(codes, t * t, n_cl)
-        sy1 = np.bincount(codes, t * yi, n_cl)
-        sy2 = np.bincount(codes, t * t * yi, n_cl)
-        single = nk == 1
-        rr = np.where(single, 0.0, rho_arr)
-        cc = rr / (1.0 + (nk - 1) * rr)
-        sum_w = (s2 - cc * s1 * s1) / (1.0 - rr)
-        sum_wy = (sy2 - cc * s1 * sy1) / (1.0 - rr)
-        first = np.unique(codes, return_index=True)[1]        # singletons pass through
-        y_agg = np.where(single, yi[first], sum_wy / sum_w)
-        v_agg = np.where(single, vi[first], 1.0 / sum_w)
-    else:
-        ssum = np.bincount(codes, sd, n_cl)
-        vsum = np.bincount(codes, vi, n_cl)
-        y_agg = np.bincount(codes, yi, n_cl) / nk
-        v_agg = (vsum + rho_arr * (ssum * ssum - vsum)) / nk ** 2
-    prov = {"function": "metaalliance.engine.multilevel.aggregate",
-            "metafor_call": 'aggregate(escalc, cluster = cluster, struct = "CS", rho = rho'
-                            + (")" if weighted else ", weighted = FALSE)"),
-            "k": len(yi), "n_clusters": n_cl, "data_hash": _data_hash(yi, vi, labels),
-            "versions": _versions()}
-    return AggregateResult(cluster=tuple(uniq), yi=_readonly(y_agg), vi=_readonly(v_agg),
-                           k=np.asarray(nk), rho=_readonly(rho_arr), weighted=bool(weighted),
-                           provenance=prov)

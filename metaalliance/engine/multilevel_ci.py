@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from metaalliance.engine.inference import level_alpha
-from metaalliance.engine.multilevel import ThreeLevelResult, _Blocks, _codes, _evaluate
+from metaalliance.engine.clusters import _codes
+from metaalliance.engine.multilevel import ThreeLevelResult, _Blocks, _evaluate
 
 __all__ = ["Sigma2CI", "sigma2_profile_ci"]
 

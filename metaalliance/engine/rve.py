@@ -33,7 +33,7 @@ from metaalliance.engine.results import robust_dict_tail
 
 from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
-from metaalliance.engine.multilevel import _design, _validate
+from metaalliance.engine.clusters import _design, _validate
 from metaalliance.engine.results import Coefficient
 
 __all__ = ["MODELWEIGHTS", "DEFAULT_RVE_RHO", "RobuResult", "robu", "robu_sensitivity"]

@@ -516,8 +516,8 @@ def bias_view(ds: Dataset, view: View, sel: Selected) -> BiasView:
 def funnel_figure(ds: Dataset, bv: BiasView, width_mm: float = 84.0):
     from metaalliance.figures import plots
 
-    # square: at funnel_plot's default height (0.8 x width) the seven legend entries that
-    # trim-and-fill brings are cut at the bottom (reported; `metaalliance funnel` has it too)
+    # square (at least 84 mm tall); funnel_plot keeps a given height and shrinks the panel so
+    # that the legend (seven entries with trim and fill) fits below it
     return plots.funnel_plot(bv.fit, trimfill=bv.trimfill, width=float(width_mm),
                              height_mm=max(0.8 * float(width_mm), 84.0)).figure
 

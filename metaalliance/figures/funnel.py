@@ -26,6 +26,12 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
     2008). ``trimfill`` (a ``bias.TrimFillResult``) adds the filled studies as open circles and
     the adjusted estimate as a dashed line. The geometry is ``plots_bias.funnel_data``'s (one
     implementation); this function draws it at print size. Returns the axes.
+
+    Nothing is drawn outside the panel: markers are clipped to it and kept whole inside it,
+    and findings beyond the r axis (|r| > .95) sit at its edge as triangles pointing outwards
+    (with a legend entry). The legend goes below the axis label; in a figure of its own
+    (``ax=None``) the figure grows downwards until the legend fits, or, with ``height_mm``,
+    keeps that height and gives the panel less.
     """
     import matplotlib
     from matplotlib.patches import Polygon
@@ -36,7 +42,8 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
     r_scale = _is_r_scale(result, "auto")
     top = d["se_top"]
     with matplotlib.rc_context(journal_rc(font_size)):
-        if ax is None:
+        own = ax is None
+        if own:
             w = width_inches(width)
             h = (height_mm / MM_PER_INCH) if height_mm else w * 0.8
             fig = _new_figure(w, h)
@@ -73,14 +80,26 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
             ax.plot([d["adjusted_estimate"]] * 2, [0, top], color="black", lw=0.7,
                     ls=(0, (1, 1.5)), zorder=1, gid="funnel-adjusted",
                     label="trim-and-fill estimate")
-        # smaller points for many findings; a thin white rim keeps overlapping points apart
+        # smaller points for many findings; a thin white rim keeps overlapping points apart.
+        # Points beyond the r axis are drawn at its edge as triangles pointing outwards; every
+        # marker is clipped to the panel (positions are fitted inside by _markers_inside).
         size = 14 if d["yi"].size < 100 else 8
-        ax.scatter(np.clip(d["yi"], lo, hi), d["se"], s=size, color="black", edgecolors="white",
-                   linewidths=0.3, zorder=3, gid="funnel-points", label="findings", clip_on=False)
-        if d["filled_yi"].size:
-            ax.scatter(np.clip(d["filled_yi"], lo, hi), d["filled_se"], s=size,
-                       facecolors="white", edgecolors="black", lw=0.6, zorder=3,
-                       gid="funnel-filled", label="filled (trim and fill)", clip_on=False)
+        styles = {"funnel-points": dict(color="black", edgecolors="white", linewidths=0.3),
+                  "funnel-filled": dict(facecolors="white", edgecolors="black", lw=0.6)}
+        beyond_label = f"r beyond \u00b1{fmt_r(R_AXIS_LIMIT)}" if r_scale else "beyond the axis"
+        sets = [(gid, xv, sv) for gid, xv, sv in (("funnel-points", d["yi"], d["se"]),
+                                                  ("funnel-filled", d["filled_yi"], d["filled_se"]))
+                if xv.size]
+        for gid, xv, sv in sets:
+            inside = (xv >= lo) & (xv <= hi)
+            ax.scatter(xv[inside], sv[inside], s=size, zorder=3, gid=gid, **styles[gid],
+                       label="findings" if gid == "funnel-points" else "filled (trim and fill)")
+        for gid, xv, sv in sets:
+            for marker, side in (("<", xv < lo), (">", xv > hi)):
+                if side.any():
+                    ax.scatter(np.clip(xv[side], lo, hi), sv[side], s=size * 1.3, marker=marker,
+                               zorder=3, gid=gid, label=beyond_label, **styles[gid])
+                    beyond_label = None
         ax.set_ylim(top, 0)
         from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -92,10 +111,96 @@ def funnel_plot(result, ax=None, *, trimfill=None, contours=True, width="single"
         ax.set_xlabel(_xlabel(r_scale))
         for side in ("right", "top"):
             ax.spines[side].set_visible(False)
-        # the legend sits below the axis label, never on the points
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False,
-                  fontsize=font_size - 0.5, handlelength=1.6, columnspacing=1.5,
-                  borderaxespad=0.0)
         if title:
             ax.set_title(title, loc="left", fontweight="bold")
+        # the legend sits below the axis label, never on the points; a figure of our own grows
+        # (or, at a given height, its panel shrinks) until the legend fits inside it
+        legend = _legend_below(ax, font_size)
+        if own:
+            _fit_figure(ax, legend, font_size, fixed_height=bool(height_mm))
+        _markers_inside(ax)
     return ax
+
+
+def _legend_below(ax, font_size, ncol=2):
+    """The legend, centred under the x axis label (measured, so tick labels never collide)."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    axis_bottom = ax.xaxis.get_tightbbox(renderer).y0          # display units
+    gap = 0.6 * font_size * fig.dpi / PT_PER_INCH
+    y = ax.transAxes.inverted().transform((0.0, axis_bottom - gap))[1]
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, y), ncol=ncol, frameon=False,
+                     fontsize=font_size - 0.5, handlelength=1.6, columnspacing=1.5,
+                     borderaxespad=0.0)
+
+
+def _fit_figure(ax, legend, font_size, fixed_height: bool):
+    """Size our own figure so that the legend and the axis labels lie inside it.
+
+    Default height: the panel keeps the height it was given and the figure grows below it.
+    ``height_mm`` given: the figure keeps that height and the panel gives up the room. A legend
+    that would stick out at the sides goes into one column.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    w, h = fig.get_size_inches()
+    # axis labels and tick labels inside the figure too (narrow widths, large fonts): the panel
+    # gives up width on the side that needs it
+    pad = 2.0 * fig.dpi / PT_PER_INCH
+    for _ in range(3):          # the centred x label moves with the panel: settle in a few steps
+        left = max(0.0, pad - min(ax.yaxis.get_tightbbox(renderer).x0,
+                                  ax.xaxis.get_tightbbox(renderer).x0)) / (w * fig.dpi)
+        right = max(0.0, ax.xaxis.get_tightbbox(renderer).x1 - (fig.bbox.x1 - pad)) \
+            / (w * fig.dpi)
+        pos = ax.get_position()
+        if not (left or right) or pos.width - left - right < 0.3:
+            break
+        ax.set_position([pos.x0 + left, pos.y0, pos.width - left - right, pos.height])
+        legend.remove()
+        legend = _legend_below(ax, font_size)
+    ncol = 2
+    box = legend.get_window_extent(renderer)
+    if box.x0 < fig.bbox.x0 or box.x1 > fig.bbox.x1:
+        legend.remove()
+        ncol = 1
+        legend = _legend_below(ax, font_size, ncol=ncol)
+    pos = ax.get_position()
+    top_in = (1.0 - pos.y1) * h
+    panel_in = pos.height * h
+    # from the panel's bottom edge to the legend's bottom edge, plus 3 pt of paper
+    below = (ax.get_window_extent(renderer).y0 - legend.get_window_extent(renderer).y0) \
+        / fig.dpi + 3.0 / PT_PER_INCH
+    if fixed_height:
+        panel_in = max(h - top_in - below, 0.25 * h)
+    else:
+        h = top_in + panel_in + below
+        fig.set_size_inches(w, h)
+    ax.set_position([pos.x0, (h - top_in - panel_in) / h, pos.width, panel_in / h])
+    # the anchor is in axes units: place it again for the panel's new height
+    legend.remove()
+    _legend_below(ax, font_size, ncol=ncol)
+
+
+def _markers_inside(ax):
+    """Keep every marker of the funnel whole inside the panel: a point within half a marker
+    of an edge (or pinned to it, beyond the r axis) is drawn touching the edge from inside."""
+    fig = ax.figure
+    to_px = ax.transData
+    box = ax.get_window_extent(fig.canvas.get_renderer())
+    for coll in ax.collections:
+        if coll.get_gid() not in ("funnel-points", "funnel-filled"):
+            continue
+        coll.set_clip_on(True)
+        xy = np.asarray(coll.get_offsets(), dtype=float)
+        if not xy.size:
+            continue
+        # marker half-width in pixels (sizes are in pt^2), plus the edge line
+        half = (math.sqrt(float(np.max(coll.get_sizes()))) / 2.0
+                + float(np.max(coll.get_linewidths())) / 2.0) * fig.dpi / PT_PER_INCH
+        px = to_px.transform(xy)
+        fitted = np.column_stack([np.clip(px[:, 0], box.x0 + half, box.x1 - half),
+                                  np.clip(px[:, 1], box.y0 + half, box.y1 - half)])
+        moved = np.any(fitted != px, axis=1)
+        if moved.any():                       # the others keep their exact data coordinates
+            xy[moved] = to_px.inverted().transform(fitted[moved])
+            coll.set_offsets(xy)

@@ -203,12 +203,12 @@ def _aggregate(df, cfg):
     """One composite effect per sample (metafor's aggregate(), rho from the config)."""
     import numpy as np
 
+    from metaalliance.engine import aggregation
     from metaalliance.engine import models
-    from metaalliance.engine import multilevel
 
     cluster = cfg["model"]["cluster"]
-    agg = multilevel.aggregate(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
-                               df[cluster].astype(str).to_numpy(), rho=cfg["sensitivity"]["rho"])
+    agg = aggregation.aggregate(df["yi"].to_numpy(float), df["vi"].to_numpy(float),
+                                df[cluster].astype(str).to_numpy(), rho=cfg["sensitivity"]["rho"])
     first = df.groupby(df[cluster].astype(str), sort=False).agg(
         label=("label", "first"), year=("year", "min"))
     keys = [str(c) for c in agg.cluster]
@@ -237,6 +237,7 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     import numpy as np
 
     from metaalliance.analyses import bias
+    from metaalliance.engine import cluster_robust
     from metaalliance.engine import models
     from metaalliance.engine import multilevel
     from metaalliance.analyses import sensitivity
@@ -266,7 +267,7 @@ def analyse(df_all, cfg, published=None, progress=None) -> Analysis:
     if main.ok:
         comparisons.append(Step("three-level (primary)", main.result, df_main))
         comparisons.append(_captured(Step("three-level, cluster-robust CI (CR2)", data=df_main),
-                                     lambda: multilevel.robust(main.result)))
+                                     lambda: cluster_robust.robust(main.result)))
         comparisons.append(_captured(Step("random effects, findings as independent",
                                           data=df_main),
                                      lambda: models.random_effects(

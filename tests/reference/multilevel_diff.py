@@ -14,6 +14,8 @@ import numpy as np
 
 def main():
     from metaalliance.engine import models
+    from metaalliance.engine import aggregation as ag
+    from metaalliance.engine import cluster_robust as cr
     from metaalliance.engine import multilevel as ml
 
     ref = json.loads((Path(__file__).parent / "multilevel.json").read_text())
@@ -59,7 +61,7 @@ def main():
             note("qm / qm_pvalue", [fit.qm, fit.qm_pvalue], [c["qm"], c["qm_pvalue"]], name)
         for key, cs in (("robust_cr2", True), ("robust_cr1", False)):
             if key in c:
-                r = ml.robust(fit, clubSandwich=cs)
+                r = cr.robust(fit, clubSandwich=cs)
                 rc = c[key]
                 tag = "CR2" if cs else "CR1"
                 note(f"robust {tag} se", [x.se for x in r.coefficients], rc["se"], name)
@@ -69,12 +71,12 @@ def main():
                      + [x.ci_upper for x in r.coefficients],
                      list(np.atleast_1d(rc["ci_lower"])) + list(np.atleast_1d(rc["ci_upper"])), name)
     for name, c in ref["univariate_robust"].items():
-        r = ml.robust((c["yi"], c["vi"]), c["cluster"], model="random_effects")
+        r = cr.robust((c["yi"], c["vi"]), c["cluster"], model="random_effects")
         rc = c["robust_cr2"]
         note("rma.uni robust CR2 se/df/p", [r.se, r.df, r.pvalue],
              [rc["se"], rc["df"], rc["pvalue"]], name)
     for name, c in ref["aggregate"].items():
-        a = ml.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
+        a = ag.aggregate(c["yi"], c["vi"], c["cluster"], rho=c["rho"])
         note("aggregate yi/vi", list(a.yi) + list(a.vi), c["agg_yi"] + c["agg_vi"], name)
     c = ref["single_finding"]
     with warnings.catch_warnings():
