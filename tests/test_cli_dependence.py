@@ -128,6 +128,33 @@ def test_pool_che_with_mods_gives_the_htz_test(capsys):
     assert t["df_denom"] == pytest.approx(c["htz"]["df_denom"], rel=1e-6)
 
 
+def test_pool_che_and_rve_with_levels_in_one_cluster_match_r(capsys):
+    """Issue 13: the curated "~ rater" model (snapshot tests/reference/curated_rater.csv), where
+    'combined' and 'observer' are one finding in one sample each. Their CR2 SEs equal the
+    intercept's, in clubSandwich's coef_test and robumeta too; clubSandwich's HTZ test stops
+    (singular covariance), so ours is absent with a warning instead of an F of ~1e14."""
+    data = str(HERE / "curated_rater.csv")
+    c = case(DEP["che"], "curated_rater_che_06")
+    code, out, err = cli(capsys, "pool", "--data", data, "--yi", "yi", "--vi", "vi",
+                         "--cluster", "sample", "--working-model", "che", "--mods", "~ rater",
+                         "--json")
+    assert code == 0
+    d = no_nan(out)
+    assert [x["name"] for x in d["coefficients"]] == c["names"]
+    assert [x["se"] for x in d["coefficients"]] == pytest.approx(c["robust"]["se"], rel=1e-6)
+    assert [x["df"] for x in d["coefficients"]] == pytest.approx(c["robust"]["df"], rel=1e-6)
+    assert "robust_test" not in d and "htz" not in c
+    assert "warning: che: the cluster-robust covariance of the moderators is singular" in err
+    r = case(DEP["rve"], "curated_rater_corr")
+    code, out, _ = cli(capsys, "pool", "--data", data, "--yi", "yi", "--vi", "vi",
+                       "--cluster", "sample", "--rve", "--mods", "~ rater", "--json")
+    assert code == 0
+    d = no_nan(out)
+    assert [x["estimate"] for x in d["coefficients"]] == pytest.approx(r["result"]["b"], rel=1e-6)
+    assert [x["se"] for x in d["coefficients"]] == pytest.approx(r["result"]["se"], rel=1e-6)
+    assert [x["df"] for x in d["coefficients"]] == pytest.approx(r["result"]["df"], rel=1e-6)
+
+
 def test_pool_dependence_option_errors(capsys):
     write("a.csv", {"yi": [0.1, 0.2, 0.3], "vi": [0.01, 0.02, 0.03]})
     code, _, err = cli(capsys, "pool", "--data", "a.csv", "--yi", "yi", "--vi", "vi", "--rve")
