@@ -51,6 +51,9 @@ def register(sub, common):
                    help="with --cluster: three-level (default; independent sampling errors) or "
                         "che (correlated and hierarchical effects: sampling errors within a "
                         "cluster correlated --rho; CR2 cluster-robust SEs, Satterthwaite df)")
+    g.add_argument("--sigma2-ci", action="store_true",
+                   help="with --cluster (three-level model): profile-likelihood CIs of the two "
+                        "variance components (metafor's confint() on rma.mv, to 1e-12)")
     g.add_argument("--rve", action="store_true",
                    help="with --cluster: robust variance estimation as robumeta's robu() "
                         "(small-sample corrected)")
@@ -94,6 +97,10 @@ def run(args) -> int:
         raise OptionError("--rve and --working-model che: use one")
     if args.rho is not None and not (args.aggregate or args.rve or args.working_model == "che"):
         raise OptionError("--rho needs --aggregate COL, --rve or --working-model che")
+    if getattr(args, "sigma2_ci", False) and (not args.cluster or args.rve
+                                              or args.working_model == "che"):
+        raise OptionError("--sigma2-ci needs --cluster COL (the three-level model; not with "
+                          "--rve or --working-model che)")
     if args.permutations is not None and (args.by or args.cluster or args.aggregate):
         raise OptionError("--permutations cannot be combined with --by, --cluster or "
                           "--aggregate (permutest() is for rma.uni models)")
@@ -249,10 +256,24 @@ def pool_selection(sel, args, used=()) -> int:
         res = models.three_level(yi, vi, df[args.cluster].astype(str).to_numpy(), **common, **kw)
         out = res.to_dict()
         out.setdefault("omitted", omitted)
+        cis = None
+        if getattr(args, "sigma2_ci", False):
+            from metaalliance.engine.multilevel_ci import sigma2_profile_ci
+
+            cis = sigma2_profile_ci(res)
+            out["sigma2_ci"] = [c.to_dict() for c in cis]
         if args.json:
             print_json(out)
         else:
             print(res.summary())
+            if cis:
+                print(f"\n{res.level:g}% profile-likelihood CIs of the variance components "
+                      "(metafor confint()):")
+                for c, what in zip(cis, ("between clusters", "within clusters")):
+                    flag = " (bound at the search limit)" if (c.upper_at_bound
+                                                              and c.ci_upper > 0) else ""
+                    print(f"sigma^2 {what}: {c.estimate:.4f} [{c.ci_lower:.4f}, "
+                          f"{c.ci_upper:.4f}]{flag}")
         return 0
     if getattr(args, "aggregate", None):
         rho = DEFAULT_RHO if args.rho is None else args.rho
