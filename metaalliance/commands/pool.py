@@ -7,9 +7,10 @@ Examples:
   metaalliance pool --method PM --test knha --json
   metaalliance pool --by rater --tau2-model pooled
   metaalliance pool --mods "~ instrument + year" --permutations 1000 --seed 1
-  metaalliance pool --mods "~ rater" --permutations 1000 --seed 1 --permci
+  metaalliance pool --mods "~ year" --method DL --permutations 1000 --seed 1 --permci
                                                       + permutation-based CIs
-  metaalliance pool --permutations 5000 --permci      intercept-only model: sign flips
+  metaalliance pool --method DL --permutations 2000 --permci
+                                                      intercept-only model: sign flips
   metaalliance pool --cluster citekey                 three-level model (finding in study)
   metaalliance pool --aggregate sample --rho 0.5      one composite per sample, then REML
   metaalliance pool --cluster citekey --working-model che --rho 0.6
@@ -19,9 +20,9 @@ Examples:
 
 Numbers agree with R's metafor: rma(yi, vi, method, test), predict(), confint() (Q-profile),
 rma(mods = ~ ...), permutest() (--permci: permutest(permci = TRUE); without --mods,
---permutations tests the intercept-only model by sign flips, as permutest() does, and prints the
-meta-regression layout with the one coefficient intrcpt); --working-model che: rma.mv on vcalc(vi, cluster, rho) with
-robust(clubSandwich = TRUE) and, with --mods, clubSandwich's HTZ Wald test; --rve: robumeta's
+--permutations tests the intercept-only model by sign flips, as permutest() does, and prints
+the meta-regression layout with the one coefficient intrcpt); --working-model che: rma.mv on
+vcalc(vi, cluster, rho) with robust(clubSandwich = TRUE) and, with --mods, clubSandwich's HTZ Wald test; --rve: robumeta's
 robu(modelweights, rho, small = TRUE). Correlations are pooled on Fisher's z; r = tanh(z) is shown
 for display. Text moderators are categorical (first level, sorted, is the reference); numeric
 columns enter as numbers; factor(col) makes a numeric column categorical."""
@@ -63,8 +64,13 @@ def register(sub, common):
     g.add_argument("--modelweights", choices=list(MODELWEIGHTS), default="CORR",
                    help="with --rve: correlated (CORR, default) or hierarchical (HIER) effects")
     g.add_argument("--permutations", type=int, metavar="N",
-                   help="with --mods: permutation test (metafor's permutest) with N permutations")
-    g.add_argument("--seed", type=int, default=None, help="seed of the permutation test")
+                   help="permutation test (metafor's permutest) with N permutations (exact, "
+                        "every distinct permutation once, when there are at most N); with "
+                        "--mods of the meta-regression, without it of the intercept-only "
+                        "model (sign flips)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed of the permutation test (--permci tests every refit against "
+                        "the same permutations)")
     g.add_argument("--permci", action="store_true",
                    help="with --permutations: permutation-based CIs of the coefficients "
                         "(metafor's permutest(permci = TRUE): each bound is where the "
