@@ -380,6 +380,8 @@ class MetaRegressionResult:
         rows = [{"name": c.name, "estimate": c.estimate, "se": c.se, self.stat_name: c.stat,
                  "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
                 | ({"perm_pvalue": c.perm_pvalue} if self.permutations is not None else {})
+                | ({"perm_ci_lower": c.perm_ci_lower, "perm_ci_upper": c.perm_ci_upper}
+                   if self.permci_tests is not None else {})
                 for c in self.coefficients]
         return pd.DataFrame(rows)
 
