@@ -288,3 +288,22 @@ def test_help_explains_permci(capsys):
     out = capsys.readouterr().out
     assert "--permci" in out and "permutest(permci = TRUE)" in out
     assert "intercept-only model" in out
+
+
+def test_extend_searches_beyond_the_start_interval_as_metafor_extendint():
+    """control extendInt (extend=True): where the start interval brackets the bound nothing
+    changes; where the test can never reach alpha/2 (2^5 sign flips) the widening stops after
+    maxiter steps, as R's uniroot ("no sign change found"), and the bound stays None."""
+    c = CASES["bcg_first10_reml"]
+    X = design(c)
+    args = (c["yi"], c["vi"], X, c["beta"], c["ci_lb"], c["ci_ub"])
+    plain = permutation_ci(*args, iterations=1000, exact=True)
+    ext = permutation_ci(*args, iterations=1000, exact=True, extend=True)
+    assert ext.lower == plain.lower and ext.upper == plain.upper
+    c5 = CASES["bcg_first5_reml"]
+    with pytest.warns(MetaAllianceWarning, match=r"no lower bound for coefficient 1 "
+                      r"\(metafor's NA\): the search found no bracket \(no sign change found "
+                      r"in 5 iterations\)"):
+        r = permutation_ci(c5["yi"], c5["vi"], design(c5), c5["beta"], c5["ci_lb"],
+                           c5["ci_ub"], iterations=100, extend=True, maxiter=5)
+    assert r.lower == (None,) and r.upper == (None,)
