@@ -307,8 +307,16 @@ def pool_selection(sel, args, used=()) -> int:
         # progress bars on a terminal (stderr) while the permutations are fitted and while
         # the permci bounds are searched (each step of a search is a permutation test)
         bars = args.permutations is not None and sys.stderr.isatty() and not args.json
-        progress, close = progress_bar(bars, "perm", "permutations")
-        ci_progress, ci_close = progress_bar(bars and getattr(args, "permci", False), "bound", "permutation CI")
+        perm_progress, close = progress_bar(bars, "perm", "permutations")
+        ci_progress, ci_close = progress_bar(bars and getattr(args, "permci", False), "bound",
+                                             "permutation CI")
+
+        def progress(done, total):      # the test's bar goes when it is done (before permci)
+            perm_progress(done, total)
+            if done >= total:
+                close()
+
+        progress = progress if perm_progress is not None else None
         kw = dict(permutations=args.permutations, seed=args.seed, progress=progress,
                   control=args.control, permci=bool(getattr(args, "permci", False)),
                   permci_progress=ci_progress, **common)
