@@ -31,6 +31,7 @@ _API = {
     "meta_regression_matrix": "metaalliance.engine.models",
     "subgroups": "metaalliance.engine.models",
     "permutation_test": "metaalliance.engine.permutation",
+    "permutation_ci": "metaalliance.engine.permci",
     "three_level": "metaalliance.engine.multilevel",
     "robust": "metaalliance.engine.cluster_robust",
     "aggregate": "metaalliance.engine.aggregation",

@@ -128,6 +128,33 @@ def test_pool_che_with_mods_gives_the_htz_test(capsys):
     assert t["df_denom"] == pytest.approx(c["htz"]["df_denom"], rel=1e-6)
 
 
+def test_pool_che_and_rve_with_levels_in_one_cluster_match_r(capsys):
+    """Issue 13: the curated "~ rater" model (snapshot tests/reference/curated_rater.csv), where
+    'combined' and 'observer' are one finding in one sample each. Their CR2 SEs equal the
+    intercept's, in clubSandwich's coef_test and robumeta too; clubSandwich's HTZ test stops
+    (singular covariance), so ours is absent with a warning instead of an F of ~1e14."""
+    data = str(HERE / "curated_rater.csv")
+    c = case(DEP["che"], "curated_rater_che_06")
+    code, out, err = cli(capsys, "pool", "--data", data, "--yi", "yi", "--vi", "vi",
+                         "--cluster", "sample", "--working-model", "che", "--mods", "~ rater",
+                         "--json")
+    assert code == 0
+    d = no_nan(out)
+    assert [x["name"] for x in d["coefficients"]] == c["names"]
+    assert [x["se"] for x in d["coefficients"]] == pytest.approx(c["robust"]["se"], rel=1e-6)
+    assert [x["df"] for x in d["coefficients"]] == pytest.approx(c["robust"]["df"], rel=1e-6)
+    assert "robust_test" not in d and "htz" not in c
+    assert "warning: che: the cluster-robust covariance of the moderators is singular" in err
+    r = case(DEP["rve"], "curated_rater_corr")
+    code, out, _ = cli(capsys, "pool", "--data", data, "--yi", "yi", "--vi", "vi",
+                       "--cluster", "sample", "--rve", "--mods", "~ rater", "--json")
+    assert code == 0
+    d = no_nan(out)
+    assert [x["estimate"] for x in d["coefficients"]] == pytest.approx(r["result"]["b"], rel=1e-6)
+    assert [x["se"] for x in d["coefficients"]] == pytest.approx(r["result"]["se"], rel=1e-6)
+    assert [x["df"] for x in d["coefficients"]] == pytest.approx(r["result"]["df"], rel=1e-6)
+
+
 def test_pool_dependence_option_errors(capsys):
     write("a.csv", {"yi": [0.1, 0.2, 0.3], "vi": [0.01, 0.02, 0.03]})
     code, _, err = cli(capsys, "pool", "--data", "a.csv", "--yi", "yi", "--vi", "vi", "--rve")
@@ -135,3 +162,40 @@ def test_pool_dependence_option_errors(capsys):
     code, _, err = cli(capsys, "pool", "--data", "a.csv", "--yi", "yi", "--vi", "vi",
                        "--rho", "0.5")
     assert (code, err) == (1, "error: --rho needs --aggregate COL, --rve or --working-model che\n")
+
+
+MLCI = json.loads((HERE / "multilevel_ci.json").read_text())
+
+
+@pytest.mark.parametrize("c", MLCI["cases"], ids=[c["name"] for c in MLCI["cases"]])
+def test_pool_sigma2_ci_matches_metafor_confint(capsys, c):
+    """pool --cluster COL --sigma2-ci: the profile CIs of tests/reference/multilevel_ci.json
+    (metafor confint() on rma.mv, tol 1e-12), through the command line."""
+    write("m.csv", {"yi": c["yi"], "vi": c["vi"], "cl": [f"c{x}" for x in c["cluster"]]})
+    code, out, _ = cli(capsys, "pool", "--data", "m.csv", "--yi", "yi", "--vi", "vi",
+                       "--cluster", "cl", "--method", c["method"], "--level", str(c["level"]),
+                       "--sigma2-ci", "--json")
+    assert code == 0
+    d = no_nan(out)
+    assert [s["component"] for s in d["sigma2_ci"]] == [0, 1]
+    for s, key in zip(d["sigma2_ci"], ("sigma2_1", "sigma2_2")):
+        est, lo, hi = c[key]
+        assert [s["estimate"], s["ci_lower"], s["ci_upper"]] == pytest.approx([est, lo, hi],
+                                                                             rel=1e-6)
+    code, out, _ = cli(capsys, "pool", "--data", "m.csv", "--yi", "yi", "--vi", "vi",
+                       "--cluster", "cl", "--method", c["method"], "--level", str(c["level"]),
+                       "--sigma2-ci")
+    assert code == 0
+    assert f"{c['level']:g}% profile-likelihood CIs of the variance components" in out
+    assert f"sigma^2 between clusters: {c['sigma2_1'][0]:.4f} [{c['sigma2_1'][1]:.4f}, " in out
+
+
+def test_pool_sigma2_ci_needs_the_three_level_model(capsys):
+    write("m.csv", {"yi": [0.1, 0.2, 0.3, 0.4], "vi": [0.01] * 4, "cl": ["a", "a", "b", "b"]})
+    for extra in ([], ["--cluster", "cl", "--rve"]):
+        code, _, err = cli(capsys, "pool", "--data", "m.csv", "--yi", "yi", "--vi", "vi",
+                           "--sigma2-ci", *extra)
+        assert code == 1
+        assert err.strip().splitlines()[-1] == (
+            "error: --sigma2-ci needs --cluster COL (the three-level model; not with --rve or "
+            "--working-model che)")

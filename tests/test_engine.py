@@ -543,8 +543,11 @@ def test_pool_option_errors(bcg_csv, capsys):
     base = ["pool", "--data", str(bcg_csv), "--yi", "yi", "--vi", "vi"]
     code, _, err = _cli(base + ["--by", "alloc", "--mods", "~ ablat"], capsys)
     assert code == 1 and err.startswith("error: --by and --mods: use one")
-    code, _, err = _cli(base + ["--permutations", "10"], capsys)
-    assert code == 1 and err.strip() == "error: --permutations needs --mods"
+    # --permutations without --mods is the intercept-only test (sign flips), as permutest()
+    code, _, err = _cli(base + ["--by", "alloc", "--permutations", "10"], capsys)
+    assert code == 1 and err.strip() == ("error: --permutations cannot be combined with --by, "
+                                         "--cluster or --aggregate (permutest() is for rma.uni "
+                                         "models)")
     code, _, err = _cli(base + ["--mods", "~ nothere"], capsys)
     assert code == 1 and err.startswith("error: ") and "no column 'nothere'" in err
 

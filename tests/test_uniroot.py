@@ -107,3 +107,26 @@ def test_uniroot_argument_checks_as_r():
         uniroot1(lambda x: x + 1, 0.0, 1.0)
     with pytest.raises(ModelError, match="lower < upper  is not fulfilled|lower < upper is not"):
         uniroot1(lambda x: x, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("case", REF["extend"],
+                         ids=lambda c: f"{c['fn']}-[{c['lower']:g},{c['upper']:g}]-{c['extend_int']}")
+def test_uniroot1_extend_int_takes_r_path(case):
+    """uniroot(f, c(lower, upper), extendInt = "upX" | "downX" | "yes")$root, exactly: the
+    widening steps (1% of the end, doubling) and then Brent's search from the widened ends
+    (permutest()'s permci with control extendInt uses this). R's $iter counts the widening
+    steps ($init.it) too; ours does not."""
+    r = uniroot1(FUNS[case["fn"]], case["lower"], case["upper"], extend_int=case["extend_int"])
+    assert r.root == float(case["root"])
+    assert r.iterations == case["iter"] - case["init_it"]
+
+
+def test_uniroot1_extend_int_errors():
+    with pytest.raises(ModelError, match="uniroot: extendInt must be one of no, yes, upX, downX"):
+        uniroot1(FUNS["cubic"], 2, 3, extend_int="up")
+    # x^2 + 1 never changes sign: R stops after maxiter widening steps
+    with pytest.raises(ModelError, match="uniroot: no sign change found in 5 iterations"):
+        uniroot1(lambda x: x * x + 1, 0, 1, extend_int="yes", maxiter=5)
+    # upX needs f increasing through the root; f(x) = -x^3 never turns positive upwards
+    with pytest.raises(ModelError, match="uniroot: no sign change found in 10 iterations"):
+        uniroot1(lambda x: -x * x * x - 2, 2, 3, extend_int="upX", maxiter=10)

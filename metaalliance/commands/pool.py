@@ -7,6 +7,10 @@ Examples:
   metaalliance pool --method PM --test knha --json
   metaalliance pool --by rater --tau2-model pooled
   metaalliance pool --mods "~ instrument + year" --permutations 1000 --seed 1
+  metaalliance pool --mods "~ year" --method DL --permutations 1000 --seed 1 --permci
+                                                      + permutation-based CIs
+  metaalliance pool --method DL --permutations 2000 --permci
+                                                      intercept-only model: sign flips
   metaalliance pool --cluster citekey                 three-level model (finding in study)
   metaalliance pool --aggregate sample --rho 0.5      one composite per sample, then REML
   metaalliance pool --cluster citekey --working-model che --rho 0.6
@@ -15,8 +19,10 @@ Examples:
   metaalliance pool --data my.csv --r r --n n --where population=adult
 
 Numbers agree with R's metafor: rma(yi, vi, method, test), predict(), confint() (Q-profile),
-rma(mods = ~ ...), permutest(); --working-model che: rma.mv on vcalc(vi, cluster, rho) with
-robust(clubSandwich = TRUE) and, with --mods, clubSandwich's HTZ Wald test; --rve: robumeta's
+rma(mods = ~ ...), permutest() (--permci: permutest(permci = TRUE); without --mods,
+--permutations tests the intercept-only model by sign flips, as permutest() does, and prints
+the meta-regression layout with the one coefficient intrcpt); --working-model che: rma.mv on
+vcalc(vi, cluster, rho) with robust(clubSandwich = TRUE) and, with --mods, clubSandwich's HTZ Wald test; --rve: robumeta's
 robu(modelweights, rho, small = TRUE). Correlations are pooled on Fisher's z; r = tanh(z) is shown
 for display. Text moderators are categorical (first level, sorted, is the reference); numeric
 columns enter as numbers; factor(col) makes a numeric column categorical."""
@@ -46,6 +52,9 @@ def register(sub, common):
                    help="with --cluster: three-level (default; independent sampling errors) or "
                         "che (correlated and hierarchical effects: sampling errors within a "
                         "cluster correlated --rho; CR2 cluster-robust SEs, Satterthwaite df)")
+    g.add_argument("--sigma2-ci", action="store_true",
+                   help="with --cluster (three-level model): profile-likelihood CIs of the two "
+                        "variance components (metafor's confint() on rma.mv, to 1e-12)")
     g.add_argument("--rve", action="store_true",
                    help="with --cluster: robust variance estimation as robumeta's robu() "
                         "(small-sample corrected)")
@@ -55,8 +64,18 @@ def register(sub, common):
     g.add_argument("--modelweights", choices=list(MODELWEIGHTS), default="CORR",
                    help="with --rve: correlated (CORR, default) or hierarchical (HIER) effects")
     g.add_argument("--permutations", type=int, metavar="N",
-                   help="with --mods: permutation test (metafor's permutest) with N permutations")
-    g.add_argument("--seed", type=int, default=None, help="seed of the permutation test")
+                   help="permutation test (metafor's permutest) with N permutations (exact, "
+                        "every distinct permutation once, when there are at most N); with "
+                        "--mods of the meta-regression, without it of the intercept-only "
+                        "model (sign flips)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed of the permutation test (--permci tests every refit against "
+                        "the same permutations)")
+    g.add_argument("--permci", action="store_true",
+                   help="with --permutations: permutation-based CIs of the coefficients "
+                        "(metafor's permutest(permci = TRUE): each bound is where the "
+                        "one-sided permutation p-value of the refitted model crosses alpha/2, "
+                        "found with R's uniroot; many permutation tests, so slow)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -84,10 +103,17 @@ def run(args) -> int:
         raise OptionError("--rve and --working-model che: use one")
     if args.rho is not None and not (args.aggregate or args.rve or args.working_model == "che"):
         raise OptionError("--rho needs --aggregate COL, --rve or --working-model che")
-    if args.permutations is not None and not args.mods:
-        raise OptionError("--permutations needs --mods")
+    if getattr(args, "sigma2_ci", False) and (not args.cluster or args.rve
+                                              or args.working_model == "che"):
+        raise OptionError("--sigma2-ci needs --cluster COL (the three-level model; not with "
+                          "--rve or --working-model che)")
+    if args.permutations is not None and (args.by or args.cluster or args.aggregate):
+        raise OptionError("--permutations cannot be combined with --by, --cluster or "
+                          "--aggregate (permutest() is for rma.uni models)")
     if args.permutations is not None and args.permutations < 2:
         raise OptionError("--permutations: must be >= 2")
+    if getattr(args, "permci", False) and args.permutations is None:
+        raise OptionError("--permci needs --permutations N (the permutation test it inverts)")
     required = []
     if args.by:
         required.append(args.by)
@@ -236,10 +262,24 @@ def pool_selection(sel, args, used=()) -> int:
         res = models.three_level(yi, vi, df[args.cluster].astype(str).to_numpy(), **common, **kw)
         out = res.to_dict()
         out.setdefault("omitted", omitted)
+        cis = None
+        if getattr(args, "sigma2_ci", False):
+            from metaalliance.engine.multilevel_ci import sigma2_profile_ci
+
+            cis = sigma2_profile_ci(res)
+            out["sigma2_ci"] = [c.to_dict() for c in cis]
         if args.json:
             print_json(out)
         else:
             print(res.summary())
+            if cis:
+                print(f"\n{res.level:g}% profile-likelihood CIs of the variance components "
+                      "(metafor confint()):")
+                for c, what in zip(cis, ("between clusters", "within clusters")):
+                    flag = " (bound at the search limit)" if (c.upper_at_bound
+                                                              and c.ci_upper > 0) else ""
+                    print(f"sigma^2 {what}: {c.estimate:.4f} [{c.ci_lower:.4f}, "
+                          f"{c.ci_upper:.4f}]{flag}")
         return 0
     if getattr(args, "aggregate", None):
         rho = DEFAULT_RHO if args.rho is None else args.rho
@@ -261,18 +301,34 @@ def pool_selection(sel, args, used=()) -> int:
                                by=args.by, control=args.control, **common)
         out = res.to_dict()
         out["omitted"] = omitted
-    elif args.mods:
+    elif args.mods or args.permutations is not None:
         import sys
 
-        # a progress bar on a terminal (stderr) while the permutations are fitted
-        progress, close = progress_bar(args.permutations is not None and sys.stderr.isatty()
-                                       and not args.json, "perm", "permutations")
+        # progress bars on a terminal (stderr) while the permutations are fitted and while
+        # the permci bounds are searched (each step of a search is a permutation test)
+        bars = args.permutations is not None and sys.stderr.isatty() and not args.json
+        perm_progress, close = progress_bar(bars, "perm", "permutations")
+        ci_progress, ci_close = progress_bar(bars and getattr(args, "permci", False), "bound",
+                                             "permutation CI")
+
+        def progress(done, total):      # the test's bar goes when it is done (before permci)
+            perm_progress(done, total)
+            if done >= total:
+                close()
+
+        progress = progress if perm_progress is not None else None
+        kw = dict(permutations=args.permutations, seed=args.seed, progress=progress,
+                  control=args.control, permci=bool(getattr(args, "permci", False)),
+                  permci_progress=ci_progress, **common)
         try:
-            res = models.meta_regression(yi, vi, df, args.mods, permutations=args.permutations,
-                                         seed=args.seed, progress=progress,
-                                         control=args.control, **common)
+            if args.mods:
+                res = models.meta_regression(yi, vi, df, args.mods, **kw)
+            else:       # permutest() of the intercept-only model: sign flips
+                res = models.meta_regression_matrix(yi, vi, np.ones((len(yi), 1)),
+                                                    names=["intrcpt"], **kw)
         finally:
             close()
+            ci_close()
         out = res.to_dict()
         out["omitted"] = omitted + res.omitted
     else:

@@ -44,6 +44,10 @@ __all__ = ["DEFAULT_CHE_RHO", "CHEResult", "RobustTest", "che", "cr2_inference"]
 DEFAULT_CHE_RHO = 0.6
 _LOG_2PI = math.log(2.0 * math.pi)
 _EIG_TOL = 1e-12          # clubSandwich's matrix_power: eigenvalues <= 1e-12 are set to 0
+#: the CR2 covariance of the tested coefficients counts as singular (no HTZ test, as
+#: clubSandwich's chol() fails) when the smallest eigenvalue of its correlation form is below
+#: this: rounding leaves ~1e-16 where the matrix is singular in exact arithmetic
+_SINGULAR_TOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,12 @@ def cr2_inference(y, X, beta, blocks, level=95, C=None):
         VC = C @ vcov @ C.T
         try:
             np.linalg.cholesky(VC)                 # clubSandwich: chol2inv(chol(...)) fails too
+            # a singular VC can pass the Cholesky factorisation by rounding (R's fails on the
+            # curated data's "~ rater", where two levels sit in one cluster each: eigenvalue
+            # 5e-16 of the correlation form here), which gave F ~ 1e14
+            sd = np.sqrt(np.diag(VC))
+            if np.linalg.eigvalsh(VC / np.outer(sd, sd))[0] <= _SINGULAR_TOL:
+                raise np.linalg.LinAlgError("singular")
             Q = float(cb @ np.linalg.solve(VC, cb))
         except np.linalg.LinAlgError:
             import warnings

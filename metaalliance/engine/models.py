@@ -43,7 +43,7 @@ import numpy as np
 
 from metaalliance.engine import estimators as est
 from metaalliance.engine import inference as inf
-from metaalliance.errors import DataError, MetaAllianceWarning, ModelError
+from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from metaalliance.options import (CONTROLS, DEFAULT_CONTROL, METHODS, TAU2_MODELS, TESTS, VI_MAX, VI_MIN,
                       YI_MAX, check_option)
 from metaalliance.engine.results import (Coefficient, MetaRegressionResult, RandomEffectsResult, SubgroupEstimate,
@@ -531,7 +531,7 @@ def design_matrix(data, formula: str):
 
 def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, labels=None,
                     measure="ZCOR", permutations=None, seed=None, exact=False, progress=None,
-                    control=DEFAULT_CONTROL):
+                    control=DEFAULT_CONTROL, permci=False, permci_progress=None):
     """Mixed-effects meta-regression ``rma(yi, vi, mods = formula, data = data)``.
 
     Rows with a missing value in a moderator are omitted with a MetaAllianceWarning (as
@@ -540,7 +540,10 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
     permutations) when their number is <= N or ``exact=True``. ``progress(done, total)`` is
     called as batches of permutations are fitted (the command line's progress bar).
     ``control`` as in ``random_effects``; the permutation refits use it too (as permutest()
-    refits with the model's control).
+    refits with the model's control). ``permci=True`` (or a list of coefficient names) adds
+    permutation-based CIs (``permutest(permci = TRUE)``, engine/permci.py) as each
+    coefficient's ``perm_ci_lower``/``perm_ci_upper``; ``permci_progress(done, total)`` is
+    called per bound searched.
     """
     _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)
@@ -554,12 +557,14 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
         y, v, X = y[keep], v[keep], X[keep]
         labels = tuple(lb for lb, kp in zip(labels, keep) if kp)
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, formula, omitted, progress, control)
+                            seed, exact, formula, omitted, progress, control, permci,
+                            permci_progress)
 
 
 def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level=95,
                            labels=None, measure="ZCOR", permutations=None, seed=None,
-                           exact=False, progress=None, control=DEFAULT_CONTROL):
+                           exact=False, progress=None, control=DEFAULT_CONTROL, permci=False,
+                           permci_progress=None):
     """Meta-regression on a ready design matrix ``X`` (include the intercept column yourself)."""
     _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)
@@ -577,23 +582,31 @@ def meta_regression_matrix(yi, vi, X, names=None, method="REML", test="z", level
     if len(names) != X.shape[1]:
         raise DataError(f"{len(names)} names for {X.shape[1]} columns of X")
     return _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations,
-                            seed, exact, None, 0, progress, control)
+                            seed, exact, None, 0, progress, control, permci, permci_progress)
 
 
 def _meta_regression(y, v, X, names, method, test, level, labels, measure, permutations, seed,
-                     exact, formula, omitted, progress=None, control=DEFAULT_CONTROL):
+                     exact, formula, omitted, progress=None, control=DEFAULT_CONTROL,
+                     permci=False, permci_progress=None):
     if y.size == 0:
         raise DataError("no studies left after omitting rows with missing moderator values")
+    if permci is not False and permci is not None and permutations is None:
+        raise OptionError("permci: needs permutations=N (the permutation test it inverts)")
     r = _fit(y, v, X, names, method, test, level, control)
-    perm = None
+    perm = pci = None
     if permutations is not None:
         perm = permutation_test(y, v, X, method, r["test"], r["btt"], r["stat"], r["qm"],
                                 permutations, seed, exact, progress, control)
+        if permci is not False and permci is not None:
+            pci = _permci(y, v, X, names, r, method, level, permutations, seed, exact, control,
+                          permci, permci_progress)
     coefs = tuple(
         Coefficient(name=names[j], estimate=float(r["beta"][j]), se=float(r["se"][j]),
                     stat=float(r["stat"][j]), pvalue=float(r["pval"][j]),
                     ci_lower=float(r["ci_lo"][j]), ci_upper=float(r["ci_hi"][j]),
-                    perm_pvalue=(float(perm.pvalues[j]) if perm else None))
+                    perm_pvalue=(float(perm.pvalues[j]) if perm else None),
+                    perm_ci_lower=(pci.lower[j] if pci else None),
+                    perm_ci_upper=(pci.upper[j] if pci else None))
         for j in range(len(names)))
     return MetaRegressionResult(
         k=r["k"], method=method, test=r["test"], level=r["level"], measure=measure,
@@ -612,7 +625,26 @@ def _meta_regression(y, v, X, names, method, test, level, labels, measure, permu
         seed=(seed if perm else None), qm_coefficients=tuple(names[j] for j in r["btt"]),
         control=control, fallback=r["fallback"],
         permutations_failed=(int(perm.failed) if perm else None),
+        permci_tests=(pci.tests if pci else None),
     )
+
+
+def _permci(y, v, X, names, r, method, level, permutations, seed, exact, control, permci,
+            progress):
+    """``permutest(res, permci = TRUE | coefs)`` for a fitted meta-regression (engine/permci.py)."""
+    from metaalliance.engine.permci import permutation_ci
+
+    if permci is True:
+        coefs = None
+    else:
+        wanted = [permci] if isinstance(permci, str) else list(permci)
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise OptionError(f"permci: no coefficient {', '.join(map(repr, unknown))} "
+                              f"(coefficients: {', '.join(names)})")
+        coefs = [names.index(n) for n in dict.fromkeys(wanted)]
+    return permutation_ci(y, v, X, r["beta"], r["ci_lo"], r["ci_hi"], method, r["test"], level,
+                          permutations, seed, exact, control, coefs=coefs, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------

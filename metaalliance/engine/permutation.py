@@ -13,7 +13,8 @@ from metaalliance.engine import inference as inf
 from metaalliance.errors import ModelError
 from metaalliance.options import DEFAULT_CONTROL
 
-__all__ = ["COMPTOL", "PERM_CHUNK", "PermutationResult", "permutation_test"]
+__all__ = ["COMPTOL", "PERM_CHUNK", "PermutationResult", "permutation_count",
+           "permutation_test"]
 
 #: metafor permutest's comptol (.Machine$double.eps^0.5): ties in permutation statistics
 COMPTOL = float(np.finfo(float).eps ** 0.5)
@@ -94,6 +95,25 @@ def _batch_stats(Y, V, X, method, test, btt, control=DEFAULT_CONTROL):
     return z, qm, ok
 
 
+def permutation_count(X, iterations, exact=False):
+    """(n, exact): the number of permutations ``permutest()`` runs and whether the test is
+    exact: all 2^k sign flips (intercept-only) or k! / prod(c!) distinct row arrangements when
+    ``exact`` or when that number is <= ``iterations``; else ``iterations``. ModelError when an
+    exact test would need more than 1e6 fits."""
+    k = X.shape[0]
+    if est.is_intercept_only(X):
+        n_exact = 2.0 ** k
+    else:
+        _, types = np.unique(X, axis=0, return_inverse=True)
+        n_exact = _exact_count(np.asarray(types).ravel())
+        if n_exact < 2.0 ** 53:
+            n_exact = float(round(n_exact))       # metafor rounds its count too
+    use_exact = bool(exact) or n_exact <= int(iterations)
+    if use_exact and n_exact > 1e6:
+        raise ModelError(f"an exact permutation test needs {n_exact:.3g} fits; too many")
+    return (int(n_exact) if use_exact else int(iterations)), use_exact
+
+
 def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=1000, seed=None,
                      exact=False, progress=None, control=DEFAULT_CONTROL) -> PermutationResult:
     """Permutation p-values of every coefficient's z/t and of QM, as ``permutest.rma.uni``.
@@ -120,19 +140,14 @@ def permutation_test(y, v, X, method, test, btt, stat_obs, qm_obs, iterations=10
         raise OptionError("permutations: must be >= 2")
     k, p = X.shape
     int_only = est.is_intercept_only(X)
-    if int_only:
-        n_exact = 2.0 ** k
-    else:
+    n_total, use_exact = permutation_count(X, iterations, exact)
+    if not int_only:
         _, types = np.unique(X, axis=0, return_inverse=True)
         types = np.asarray(types).ravel()
-        n_exact = _exact_count(types)
-    use_exact = bool(exact) or n_exact <= iterations
-    if use_exact and n_exact > 1e6:
-        raise ModelError(f"an exact permutation test needs {n_exact:.3g} fits; too many")
     rng = np.random.default_rng(seed)
     if int_only:
         if use_exact:
-            n = int(round(n_exact))
+            n = n_total
 
             def signs(start, stop):      # every sign vector once: the bits of 0 .. 2^k - 1
                 i = np.arange(start, stop)

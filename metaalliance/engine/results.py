@@ -268,6 +268,8 @@ class Coefficient:
     ci_lower: float
     ci_upper: float
     perm_pvalue: float | None = None   # permutation test p-value (permutest), when run
+    perm_ci_lower: float | None = None  # permutation-based CI (permutest permci = TRUE);
+    perm_ci_upper: float | None = None  # None where not requested or not found (metafor's NA)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "estimate": self.estimate, "se": self.se,
@@ -322,6 +324,8 @@ class MetaRegressionResult:
     fallback: str | None = None    # control "metafor": where metafor stops with an error
     permutations_failed: int | None = None   # permutation refits that failed and were skipped
                                              # (metafor: NA in QM.perm, e.g. PM's tau2.max)
+    permci_tests: int | None = None   # permutation tests run by the permci searches (None:
+                                      # no permci); the bounds are in the coefficients
 
     @property
     def names(self) -> tuple:
@@ -355,6 +359,11 @@ class MetaRegressionResult:
             out["seed"] = self.seed
             if self.permutations_failed:
                 out["permutations_failed"] = self.permutations_failed
+        if self.permci_tests is not None:
+            out["permci_tests"] = self.permci_tests
+            for row, c in zip(out["coefficients"], self.coefficients):
+                row["perm_ci_lower"] = c.perm_ci_lower
+                row["perm_ci_upper"] = c.perm_ci_upper
         return out
 
     def to_frame(self, scale: str = "z"):
@@ -371,6 +380,8 @@ class MetaRegressionResult:
         rows = [{"name": c.name, "estimate": c.estimate, "se": c.se, self.stat_name: c.stat,
                  "pvalue": c.pvalue, "ci_lower": c.ci_lower, "ci_upper": c.ci_upper}
                 | ({"perm_pvalue": c.perm_pvalue} if self.permutations is not None else {})
+                | ({"perm_ci_lower": c.perm_ci_lower, "perm_ci_upper": c.perm_ci_upper}
+                   if self.permci_tests is not None else {})
                 for c in self.coefficients]
         return pd.DataFrame(rows)
 
@@ -412,13 +423,21 @@ class MetaRegressionResult:
         head = f"{'':<{width}} estimate      se    {self.stat_name}val    pval   ci.lb   ci.ub"
         if self.permutations is not None:
             head += "  perm.p"
+        if self.permci_tests is not None:
+            head += " perm.lb perm.ub"
         lines.append(head)
         for c in self.coefficients:
             row = (f"{c.name:<{width}} {c.estimate:8.4f} {c.se:7.4f} {c.stat:7.4f} "
                    f"{_fmt_p(c.pvalue):>7} {c.ci_lower:7.4f} {c.ci_upper:7.4f}")
             if self.permutations is not None:
                 row += f" {_fmt_p(c.perm_pvalue):>7}"
+            if self.permci_tests is not None:
+                row += "".join(f" {'NA':>7}" if b is None else f" {b:7.4f}"
+                               for b in (c.perm_ci_lower, c.perm_ci_upper))
             lines.append(row)
+        if self.permci_tests is not None:
+            lines += ["", f"perm.lb, perm.ub: {self.level:g}% permutation-based CI (metafor's "
+                          "permutest(permci = TRUE))"]
         lines += _notes(self)
         if self.omitted:
             lines += ["", f"Note: {self.omitted} row(s) with missing values omitted."]

@@ -24,9 +24,11 @@ algorithm, written from its description (Brent 1973; Forsythe, Malcolm & Moler 1
 - the loop may run ``maxiter + 1`` times; the count reported is the number of function
   evaluations inside the loop; a search that is still open after that returns its ``b`` with
   a warning (``uniroot``: "_NOT_ converged in maxiter iterations");
-- ``uniroot``'s own wrapper: ``f.lower``/``f.upper`` are evaluated first (or given); with the
-  default ``extendInt = "no"`` the interval is not extended, ``lower < upper`` is required
-  and ``f`` must not have the same sign at both ends; a root at an end is returned at once.
+- ``uniroot``'s own wrapper: ``f.lower``/``f.upper`` are evaluated first (or given); with
+  ``extendInt`` ("yes", "upX", "downX"; ``uniroot1`` only) the interval is first widened as R
+  does (steps of 1% of the end, doubling); with the default ``extendInt = "no"`` it is not,
+  ``lower < upper`` is required and ``f`` must not have the same sign at both ends; a root at
+  an end is returned at once.
 
 Every arithmetic operation is done in the same order as R's C code, so that each iterate is
 the same IEEE double as R's (given the same ``f`` values).
@@ -38,6 +40,7 @@ points ``x``), which the batch paths (permutation tests, leave-one-out, GOSH ...
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable, NamedTuple
 
@@ -74,15 +77,96 @@ def _check_ends(lower, upper, f_lower, f_upper):
         raise ModelError("uniroot: f() values at end points not of opposite sign")
 
 
+#: uniroot's extendInt: the sign f must change to (None: either), 0: do not extend
+_EXTEND_SIG = {"no": 0, "yes": None, "upX": 1, "downX": -1}
+
+
+def _extend(f, lower, upper, fl, fu, extend_int, maxiter):
+    """uniroot's ``extendInt`` search (R's ``uniroot`` in ``src/library/stats/R/nlm.R``):
+    widen [lower, upper] in steps 0.01 max(1e-4, |end|), doubling, until f changes sign
+    ("yes"), f(lower) <= 0 and f(upper) >= 0 ("upX": f increases through the root) or the
+    mirror ("downX"). Returns (lower, upper, f(lower), f(upper))."""
+    if extend_int not in _EXTEND_SIG:
+        raise ModelError(f"uniroot: extendInt must be one of {', '.join(_EXTEND_SIG)}")
+    sig = _EXTEND_SIG[extend_int]
+    big = float(np.finfo(float).max)
+
+    def trunc(x):
+        return max(min(x, big), -big)
+
+    fl_, fu_ = trunc(fl), trunc(fu)
+    do_x = ((sig is None and fl_ * fu_ > 0) or
+            (sig is not None and sig != 0 and (sig * fl_ > 0 or sig * fu_ < 0)))
+    if do_x:
+        def delta_of(u):
+            return 0.01 * max(1e-4, abs(u))
+
+        it = 0
+        if sig is None:
+            delta = [delta_of(lower), delta_of(upper)]
+            while fl * fu > 0 and (math.isfinite(lower) or math.isfinite(upper)):
+                it += 1
+                if it > maxiter:
+                    raise ModelError(f"uniroot: no sign change found in {it - 1} iterations")
+                if math.isfinite(lower):
+                    ol, of = lower, fl
+                    lower = lower - delta[0]
+                    fl = float(f(lower))
+                    if math.isnan(fl):
+                        lower, fl = ol, of
+                        delta[0] /= 4
+                if math.isfinite(upper):
+                    ol, of = upper, fu
+                    upper = upper + delta[1]
+                    fu = float(f(upper))
+                    if math.isnan(fu):
+                        upper, fu = ol, of
+                        delta[1] /= 4
+                delta = [2 * delta[0], 2 * delta[1]]
+        else:
+            delta = delta_of(lower)
+            while sig * fl > 0:
+                it += 1
+                if it > maxiter:
+                    raise ModelError(f"uniroot: no sign change found in {it - 1} iterations")
+                lower = lower - delta
+                fl = float(f(lower))
+                delta = 2 * delta
+            delta = delta_of(upper)
+            while sig * fu < 0:
+                it += 1
+                if it > maxiter:
+                    raise ModelError(f"uniroot: no sign change found in {it - 1} iterations")
+                upper = upper + delta
+                fu = float(f(upper))
+                delta = 2 * delta
+    if not (np.sign(fl) * np.sign(fu) <= 0):
+        raise ModelError("uniroot: did not succeed extending the interval endpoints for "
+                         "f(lower) * f(upper) <= 0" if do_x else
+                         "uniroot: f() values at end points not of opposite sign")
+    return lower, upper, fl, fu
+
+
 def uniroot1(f: Callable[[float], float], lower: float, upper: float, f_lower=None,
              f_upper=None, tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
-             warn: bool = True) -> Root:
-    """``uniroot(f, c(lower, upper), f.lower, f.upper, tol = tol, maxiter = maxiter)`` for one
-    function of a Python float; returns Root(root, iterations, converged) as floats/ints."""
+             warn: bool = True, extend_int: str = "no") -> Root:
+    """``uniroot(f, c(lower, upper), f.lower, f.upper, extendInt, tol = tol, maxiter = maxiter)``
+    for one function of a Python float; returns Root(root, iterations, converged) as
+    floats/ints (``iterations`` without the evaluations of the extension, unlike R's ``iter``).
+    ``extend_int``: "no" (default), "yes", "upX" or "downX", as R's ``extendInt``."""
     lower, upper = float(lower), float(upper)
     fa = float(f(lower)) if f_lower is None else float(f_lower)
     fb = float(f(upper)) if f_upper is None else float(f_upper)
-    _check_ends(lower, upper, fa, fb)
+    if extend_int == "no":
+        _check_ends(lower, upper, fa, fb)
+    else:
+        if not lower < upper:
+            raise ModelError("uniroot: lower < upper is not fulfilled")
+        if math.isnan(fa):
+            raise ModelError("uniroot: f.lower = f(lower) is NA")
+        if math.isnan(fb):
+            raise ModelError("uniroot: f.upper = f(upper) is NA")
+        lower, upper, fa, fb = _extend(f, lower, upper, fa, fb, extend_int, maxiter)
     a, b = lower, upper
     c, fc = a, fa
     if fa == 0.0:

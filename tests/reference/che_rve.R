@@ -48,7 +48,16 @@ che_case <- function(name, dataset, yi, vi, cluster, esid, X, rho) {
   V <- vcalc(vi, cluster = cluster, obs = esid, rho = rho)
   res <- rma.mv(yi, V, mods = X, intercept = FALSE, random = ~ 1 | cluster/esid,
                 method = "REML", control = TIGHT)
-  rob <- robust(res, cluster = cluster, clubSandwich = TRUE)
+  # robust() stops when clubSandwich's Wald test fails (singular CR2 covariance of the slopes,
+  # e.g. levels that each sit in one cluster): then the coefficients come from coef_test()
+  # (the same CR2 + Satterthwaite numbers) and the case has no "htz" entry
+  rob <- tryCatch(robust(res, cluster = cluster, clubSandwich = TRUE), error = function(e) {
+    ct <- coef_test(res, vcov = "CR2", cluster = cluster)
+    crit <- qt(0.975, ct$df_Satt)
+    list(beta = ct$beta, se = ct$SE, ddf = ct$df_Satt, pval = ct$p_Satt,
+         ci.lb = ct$beta - crit * ct$SE, ci.ub = ct$beta + crit * ct$SE, zval = ct$tstat,
+         failed = conditionMessage(e))
+  })
   case <- list(name = name, dataset = dataset, rho = rho, yi = as.numeric(yi),
                vi = as.numeric(vi), cluster = as.character(cluster), X = unname(X),
                names = colnames(X),
@@ -58,7 +67,8 @@ che_case <- function(name, dataset, yi, vi, cluster, esid, X, rho) {
                              df = as.numeric(rob$ddf), pval = as.numeric(rob$pval),
                              ci_lb = as.numeric(rob$ci.lb), ci_ub = as.numeric(rob$ci.ub),
                              tval = as.numeric(rob$zval)))
-  if (ncol(X) > 1) {
+  if (!is.null(rob$failed)) case$robust_error <- rob$failed
+  if (ncol(X) > 1 && is.null(rob$failed)) {
     wt <- Wald_test(res, constraints = constrain_zero(2:ncol(X)), vcov = "CR2",
                     cluster = cluster, test = c("HTZ", "chi-sq"))
     htz <- wt[wt$test == "HTZ", ]
@@ -124,6 +134,27 @@ rve_case("konstantopoulos2011_corr_year", "dat.konstantopoulos2011", k$yi, k$vi,
          "CORR", rho = 0.5)
 rve_case("konstantopoulos2011_hier", "dat.konstantopoulos2011", k$yi, k$vi, k$district, Xk1, "HIER")
 rve_case("molloy2014_corr", "dat.molloy2014", m$yi, m$vi, m$authors, Xm2, "CORR")
+
+# Categorical moderators whose levels sit in one cluster each (issue 13: identical CR2 SEs of the
+# intercept and of such slopes; clubSandwich agrees, and its HTZ Wald test stops on the singular
+# covariance). The curated selection is a snapshot written by
+#   metaalliance export --r DIR --cluster sample --mods "~ rater"
+# (tests/reference/curated_rater.csv: 19 findings in 12 samples; rater levels 'combined' and
+# 'observer' one finding each). dat.bornmann2007: log odds ratios (women vs men, award), cluster
+# = study, moderator country (Canada: one study).
+cr <- read.csv("tests/reference/curated_rater.csv", stringsAsFactors = FALSE)
+Xc <- model.matrix(~ factor(rater), data = cr)
+colnames(Xc) <- c("intrcpt", paste0("rater", sort(unique(cr$rater))[-1]))
+che_case("curated_rater_che_06", "metaalliance curated (tests/reference/curated_rater.csv)",
+         cr$yi, cr$vi, cr$sample, cr$es_id, Xc, 0.6)
+rve_case("curated_rater_corr", "metaalliance curated (tests/reference/curated_rater.csv)",
+         cr$yi, cr$vi, cr$sample, Xc, "CORR")
+b <- escalc(measure = "OR", ai = waward, n1i = wtotal, ci = maward, n2i = mtotal,
+            data = dat.bornmann2007)
+Xb <- model.matrix(~ factor(country), data = b)
+colnames(Xb) <- c("intrcpt", paste0("country", make.names(sort(unique(b$country))[-1])))
+che_case("bornmann2007_country_che_06", "dat.bornmann2007", b$yi, b$vi, b$study, b$obs, Xb, 0.6)
+rve_case("bornmann2007_country_corr", "dat.bornmann2007", b$yi, b$vi, b$study, Xb, "CORR")
 
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, null = "null", pretty = TRUE),
            "tests/reference/che_rve.json")

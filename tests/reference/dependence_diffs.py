@@ -1,5 +1,5 @@
 """Print the largest relative differences from R of the issue-13 methods (selection models,
-CHE + CR2 + HTZ, RVE, formulas, sigma2 profile CIs), from the JSON references:
+CHE + CR2 + HTZ, RVE, formulas, sigma2 profile CIs, permutation CIs), from the JSON references:
 
     .venv/bin/python tests/reference/dependence_diffs.py
 """
@@ -101,8 +101,52 @@ def main():
                                  [c["sigma2_1"][1], c["sigma2_1"][2], c["sigma2_2"][1],
                                   c["sigma2_2"][2]]))
     out["sigma2 profile CI (confint rma.mv)"] = d
+    out.update(permci_diffs())
     for k, v in out.items():
         print(f"{k}: " + ", ".join(f"{a} {b:.1e}" for a, b in v.items()))
+
+
+def permci_diffs():
+    """Per case of permci.json: the bounds, every trial value of the uniroot path (R's path
+    has f(root) after each search; ours is rebuilt the same way) and the permutation p."""
+    from metaalliance.engine.permci import permutation_ci
+
+    ref = json.loads((HERE / "permci.json").read_text())
+    out = {}
+    for c in ref["cases"]:
+        if not c["permci"]:
+            continue
+        X = np.asarray(c["X"], dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        r = models.meta_regression_matrix(c["yi"], c["vi"], X, method=c["method"],
+                                          test=c["test"], level=c["level"], measure="generic",
+                                          permutations=1000, exact=True)
+        b = [x.estimate for x in r.coefficients]
+        pci = permutation_ci(c["yi"], c["vi"], X, b, [x.ci_lower for x in r.coefficients],
+                             [x.ci_upper for x in r.coefficients], c["method"], c["test"],
+                             c["level"], 1000, exact=True)
+        ours, theirs = [], []
+        for a, t in zip(pci.lower + pci.upper, vec(c["perm_ci_lb"]) + vec(c["perm_ci_ub"])):
+            if (a is None) != (t is None):
+                raise AssertionError(f"{c['name']}: bound found by one side only")
+            if a is not None:
+                ours.append(a)
+                theirs.append(t)
+        vals, fs = [], []
+        for j in range(X.shape[1]):
+            for side, root in (("lower", pci.lower[j]), ("upper", pci.upper[j])):
+                steps = [(v, f) for (jj, sd, v, f) in pci.path if jj == j and sd == side]
+                vals += [v for v, _ in steps]
+                fs += [f for _, f in steps]
+                if root is not None:
+                    vals.append(root)
+                    fs.append(dict(steps)[root])
+        d = {"bounds": rel(ours, theirs) if ours else 0.0,
+             "path values": rel(vals, c["path"]["val"]),
+             "path f (abs)": float(np.max(np.abs(np.asarray(fs) - c["path"]["f"]))),
+             "perm p": rel([x.perm_pvalue for x in r.coefficients], c["pval"])}
+        out[f"permci {c['name']} ({len(vals)} evaluations)"] = d
+    return out
 
 
 if __name__ == "__main__":

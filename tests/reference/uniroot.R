@@ -64,8 +64,25 @@ for (cs in CASES) for (tol in TOLS) for (mi in MAXITERS) {
                                  estim_prec = r$estim.prec)
 }
 
+# extendInt (permutest's permci with control extendInt): the interval is widened before the
+# search; the root is compared exactly, init.it is the number of widening steps
+EXT <- list(
+  list(fn = "cubic", lower = 2, upper = 3, ext = "upX"),
+  list(fn = "cubic", lower = -1, upper = 0, ext = "upX"),
+  list(fn = "cubic", lower = 5, upper = 6, ext = "yes"),
+  list(fn = "quintic", lower = 1, upper = 2, ext = "upX"),
+  list(fn = "hyperbola", lower = 0, upper = 0.1, ext = "downX"),
+  list(fn = "rational", lower = 1, upper = 5, ext = "yes"))
+ext <- list()
+for (cs in EXT) {
+  r <- uniroot(FUNS[[cs$fn]], c(cs$lower, cs$upper), extendInt = cs$ext)
+  ext[[length(ext) + 1]] <- list(fn = cs$fn, lower = cs$lower, upper = cs$upper,
+                                 extend_int = cs$ext, root = sprintf("%.17g", r$root),
+                                 init_it = r$init.it, iter = r$iter)
+}
+
 write_json(list(generated_by = "tests/reference/uniroot.R", r_version = R.version.string,
-                yq = yq, vq = vq, cases = out),
+                yq = yq, vq = vq, cases = out, extend = ext),
            file.path("tests", "reference", "uniroot.json"), digits = NA, auto_unbox = TRUE,
            pretty = TRUE)
 cat("wrote tests/reference/uniroot.json:", length(out), "cases\n")
