@@ -134,16 +134,26 @@ def test_no_bracket_gives_none_with_a_warning():
     assert bounds(res) == ([None], [None])
 
 
-def test_refit_failure_gives_no_bound():
+def test_observed_fit_fallback_carries_over_to_the_refits():
     """The curated "~ rater" snapshot under REML: metafor's default Fisher scoring fails on the
-    data (our fit says so and uses the optimum), and every refit of the search fails the same
-    way, so no bound (metafor's .permci stops: NA); control 'optimum' finds them."""
+    observed data (our fit says so and uses the optimum). metafor has no permutest() result to
+    match there, and under its control the refits of the test and of the CI search would fail
+    the same way (skipped; no bound). So they use control 'optimum', as the observed fit does:
+    no refit is skipped and the bound is found; the same numbers as with control 'optimum'."""
     d = pd.read_csv(HERE / "curated_rater.csv")
-    with pytest.warns(MetaAllianceWarning, match=r"no lower bound for coefficient 2 "
-                      r"\(metafor's NA\): the model could not be refitted at a trial value"):
+    with pytest.warns(MetaAllianceWarning, match=r"permutation refits use control 'optimum', "
+                      r"as the observed model does \(metafor's default control cannot fit it\)"):
         res = models.meta_regression(d.yi, d.vi, d, "~ rater", measure="ZCOR",
                                      permutations=200, seed=1, permci=["ratercombined"])
-    assert res.coefficient("ratercombined").perm_ci_lower is None
+    assert res.permutations_failed == 0
+    assert res.coefficient("ratercombined").perm_ci_lower is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = models.meta_regression(d.yi, d.vi, d, "~ rater", measure="ZCOR", permutations=200,
+                                     seed=1, permci=["ratercombined"], control="optimum")
+    assert res.perm_qm_pvalue == opt.perm_qm_pvalue
+    assert (res.coefficient("ratercombined").perm_ci_lower
+            == opt.coefficient("ratercombined").perm_ci_lower)
 
 
 def random_case():

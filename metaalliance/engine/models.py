@@ -540,7 +540,8 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
     permutations) when their number is <= N or ``exact=True``. ``progress(done, total)`` is
     called as batches of permutations are fitted (the command line's progress bar).
     ``control`` as in ``random_effects``; the permutation refits use it too (as permutest()
-    refits with the model's control). ``permci=True`` (or a list of coefficient names) adds
+    refits with the model's control), unless metafor's control cannot fit the observed model:
+    then they use 'optimum', as the observed fit does, with a warning. ``permci=True`` (or a list of coefficient names) adds
     permutation-based CIs (``permutest(permci = TRUE)``, engine/permci.py) as each
     coefficient's ``perm_ci_lower``/``perm_ci_upper``; ``permci_progress(done, total)`` is
     called per bound searched.
@@ -595,11 +596,19 @@ def _meta_regression(y, v, X, names, method, test, level, labels, measure, permu
     r = _fit(y, v, X, names, method, test, level, control)
     perm = pci = None
     if permutations is not None:
+        perm_control = control
+        if r["fallback"] is not None:
+            # metafor cannot fit the observed model, so it has no permutest() to match; under its
+            # control most refits would fail too and be skipped, leaving a p-value of a few fits
+            perm_control = "optimum"
+            warnings.warn("permutation refits use control 'optimum', as the observed model "
+                          "does (metafor's default control cannot fit it)",
+                          MetaAllianceWarning, stacklevel=3)
         perm = permutation_test(y, v, X, method, r["test"], r["btt"], r["stat"], r["qm"],
-                                permutations, seed, exact, progress, control)
+                                permutations, seed, exact, progress, perm_control)
         if permci is not False and permci is not None:
-            pci = _permci(y, v, X, names, r, method, level, permutations, seed, exact, control,
-                          permci, permci_progress)
+            pci = _permci(y, v, X, names, r, method, level, permutations, seed, exact,
+                          perm_control, permci, permci_progress)
     coefs = tuple(
         Coefficient(name=names[j], estimate=float(r["beta"][j]), se=float(r["se"][j]),
                     stat=float(r["stat"][j]), pvalue=float(r["pval"][j]),
