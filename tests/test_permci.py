@@ -277,6 +277,14 @@ def test_cli_permutations_without_mods_is_the_intercept_only_test(capsys, in_tmp
     assert row["perm_ci_upper"] == pytest.approx(c["perm_ci_ub"][0], rel=RTOL)
 
 
+def test_cli_permutations_without_mods_text_names_the_model(capsys, in_tmp):
+    c = CASES["bcg_first10_reml"]
+    code, out, _ = cli(capsys, "pool", "--data", write_csv(c), "--yi", "yi", "--vi", "vi",
+                       "--permutations", "1024")
+    assert code == 0
+    assert out.splitlines()[0] == "Random-effects model (k = 10; tau^2 estimator: REML; test: z)"
+
+
 def test_cli_permci_errors(capsys, in_tmp):
     c = CASES["molloy2014_controls_reml"]
     write_csv(c)

@@ -386,9 +386,12 @@ class MetaRegressionResult:
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
-        model = "Equal-effects" if self.method == "EE" else "Mixed-effects"
         est = "" if self.method == "EE" else f"; tau^2 estimator: {self.method_used}"
-        lines = [f"{model} meta-regression (k = {self.k}{est}; test: {self.test})"]
+        if [c.name for c in self.coefficients] == ["intrcpt"]:     # pool --permutations, no mods
+            model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
+        else:
+            model = ("Equal-effects" if self.method == "EE" else "Mixed-effects") + " meta-regression"
+        lines = [f"{model} (k = {self.k}{est}; test: {self.test})"]
         if self.formula:
             lines.append(f"Moderators: {self.formula}")
         lines.append("")
