@@ -101,10 +101,10 @@ def run(args) -> int:
     # columns are checked here rather than through select(required_columns=...): that path of
     # tabular.read_effects overwrote the vi array (reported to the lead)
     sel = select(args)
-    missing = [c for c in required if c not in sel.frame.columns]
+    missing = [c for c in required if c not in sel.columns]
     if missing:
         raise OptionError(f"{sel.source}: no column {', '.join(map(repr, missing))} "
-                          f"(columns: {', '.join(map(str, sel.frame.columns))})")
+                          f"(columns: {', '.join(map(str, sel.columns))})")
     return pool_selection(sel, args, required)
 
 
@@ -194,7 +194,8 @@ def pool_selection(sel, args, used=()) -> int:
     from metaalliance.engine.multilevel import DEFAULT_RHO
     from metaalliance.errors import MetaAllianceWarning
 
-    df = sel.frame.reset_index(drop=True).copy()
+    # the intercept-only model needs no DataFrame: building one would import pandas
+    df = sel.frame.reset_index(drop=True).copy() if used or args.mods else None
     yi, vi, labels = np.asarray(sel.yi, float), np.asarray(sel.vi, float), list(sel.labels)
     omitted = int(sel.omitted)
     if used:
