@@ -110,7 +110,7 @@ class Selection:
     """
 
     def __init__(self, frame=None, yi=None, vi=None, labels=(), measure="ZCOR", omitted=0,
-                 source="curated", rows=None, records=None, columns=None):
+                 source="curated", rows=None, records=None, columns=None, kinds=None):
         self._frame = frame
         self.yi = yi               # numpy array
         self.vi = vi               # numpy array
@@ -121,6 +121,7 @@ class Selection:
         self.rows = rows           # CSV: each kept row's number as a spreadsheet shows it
         self._records = records    # curated: the kept rows as dicts (findings.load_rows)
         self._columns = list(columns) if columns is not None else None
+        self._kinds = dict(kinds or {})  # records: column -> "numeric"/"boolean" (else text)
 
     @property
     def frame(self):
@@ -144,6 +145,21 @@ class Selection:
         if self._frame is None and self._records is not None:
             return [row[name] for row in self._records]
         return self.frame[name].tolist()
+
+    def missing(self, name: str):
+        """Boolean array: the rows without a value in column ``name`` (None, NaN or NA, or
+        blank text in a text column)."""
+        import numpy as np
+
+        if self._frame is None and self._records is not None:
+            text = self._kinds.get(name, "text") == "text"
+            return np.array([v is None or v != v or (text and str(v).strip() == "")
+                             for v in self.column(name)], dtype=bool)
+        col = self.frame[name]
+        miss = col.isna().to_numpy()
+        if col.dtype == object or str(col.dtype).startswith("str"):
+            miss = miss | (col.astype(str).str.strip() == "").to_numpy()
+        return miss
 
 
 def select(args, *, required_columns=()) -> Selection:
@@ -204,7 +220,7 @@ def select(args, *, required_columns=()) -> Selection:
     return Selection(yi=np.array([row["yi"] for row in rows], dtype=float),
                      vi=np.array([row["vi"] for row in rows], dtype=float), labels=labels,
                      measure="ZCOR", omitted=0, source="curated", records=rows,
-                     columns=findings.COLUMNS)
+                     columns=findings.COLUMNS, kinds=kinds)
 
 
 # --- output helpers ----------------------------------------------------------------------------

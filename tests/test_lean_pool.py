@@ -42,7 +42,9 @@ def _heavy(mods):
 
 
 @pytest.mark.parametrize("argv", [["pool", "--json"], ["pool"],
-                                  ["pool", "--method", "DL", "--where", "rater=client", "--json"]])
+                                  ["pool", "--method", "DL", "--where", "rater=client", "--json"],
+                                  ["pool", "--cluster", "sample", "--json"],
+                                  ["pool", "--cluster", "session", "--json"]])
 def test_pool_imports_no_pandas_scipy_or_matplotlib(argv):
     code, out, mods = _imported(argv)
     assert code == 0
@@ -169,3 +171,33 @@ def test_bib_parsed_as_with_full_decoding():
     assert {k: e.fields for k, e in entries.items()} == {
         e.key: {k: str(f.value).strip() for k, f in e.fields_dict.items()} for e in full.entries}
     assert entries["mueller2020x"].fields["title"] == "A Big\u2013small test: 50% of \u201ccases\u201d"
+
+
+@pytest.mark.parametrize("argv", [["--json"], ["--cluster", "sample", "--json"],
+                                  ["--cluster", "session", "--json"],
+                                  ["--cluster", "year", "--test", "knha", "--json"],
+                                  ["--where", "rater=client", "--cluster", "citekey", "--json"]])
+def test_lean_pool_prints_what_the_frame_path_prints(argv, capsys):
+    """pool_selection on the lean Selection (records) and on one holding only the DataFrame
+    (as a CSV selection does) prints the same JSON, warnings included (--cluster session
+    omits the findings without a session and names them)."""
+    import warnings
+
+    from metaalliance.cli import Selection, build_parser
+    from metaalliance.commands.pool import pool_selection
+
+    args = build_parser().parse_args(["pool", *argv])
+    outs = []
+    for lean in (True, False):
+        sel = select(args)
+        if not lean:
+            sel = Selection(frame=sel.frame, yi=sel.yi, vi=sel.vi, labels=sel.labels,
+                            measure=sel.measure, omitted=sel.omitted, source=sel.source)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert pool_selection(sel, args, (args.cluster,) if args.cluster else ()) == 0
+        outs.append((capsys.readouterr().out, [str(w.message) for w in caught]))
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0][0])["k"] > 0
+    if "session" in argv:
+        assert "omitted" in outs[0][1][0] and "finding f1" in outs[0][1][0]
