@@ -1,5 +1,6 @@
 """engine/distributions (scipy.special) gives scipy.stats' numbers: the start-up change must not
-move a single p-value or critical value (1e-12 relative; in practice they are identical)."""
+move a single p-value or critical value (1e-12 relative; through scipy.special they are
+identical, through the closed forms of a single fit within 1e-13, tested below)."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 """Distribution functions (normal, t, chi^2, F) through ``scipy.special``, and exact
-closed forms for the few a single fit needs, so that ``metaalliance pool`` does not import scipy.
+closed forms for the few a single fit needs, so that ``metaalliance pool`` does not import
+scipy.special.
 
 These are the very ufuncs that ``scipy.stats``' ``norm``, ``t``, ``chi2`` and ``f`` call
 (checked against scipy 1.17's ``_continuous_distns``: ``norm._sf(x) = ndtr(-x)``,
