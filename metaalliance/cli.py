@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
 
 #: subcommands, in the order --help lists them; a module that is not there yet is skipped
 COMMANDS = ("validate", "summary", "add", "agree", "diff", "export", "convert", "pool", "bias",
@@ -102,23 +101,73 @@ def add_model_options(parser, test_help: str = "z (normal) or knha (Knapp-Hartun
     return g
 
 
-@dataclass
 class Selection:
-    """What a subcommand analyses: the kept rows and their yi/vi (z scale for r data)."""
-    frame: object          # pandas DataFrame of the kept rows
-    yi: object             # numpy array
-    vi: object             # numpy array
-    labels: list
-    measure: str           # "ZCOR" or "generic"
-    omitted: int
-    source: str            # "curated" or the CSV path
-    rows: object = None    # CSV: each kept row's number as a spreadsheet shows it (header = 1)
+    """What a subcommand analyses: the kept rows and their yi/vi (z scale for r data).
+
+    ``frame`` is a pandas DataFrame of the kept rows. The curated dataset arrives as plain rows
+    (``findings.load_rows``) and its DataFrame is built on first use of ``frame``, so that a
+    command that needs only yi, vi and labels (``pool``) does not import pandas.
+    """
+
+    def __init__(self, frame=None, yi=None, vi=None, labels=(), measure="ZCOR", omitted=0,
+                 source="curated", rows=None, records=None, columns=None, kinds=None):
+        self._frame = frame
+        self.yi = yi               # numpy array
+        self.vi = vi               # numpy array
+        self.labels = list(labels)
+        self.measure = measure     # "ZCOR" or "generic"
+        self.omitted = omitted
+        self.source = source       # "curated" or the CSV path
+        self.rows = rows           # CSV: each kept row's number as a spreadsheet shows it
+        self._records = records    # curated: the kept rows as dicts (findings.load_rows)
+        self._columns = list(columns) if columns is not None else None
+        self._kinds = dict(kinds or {})  # records: column -> "numeric"/"boolean" (else text)
+
+    @property
+    def frame(self):
+        """The kept rows as a DataFrame (index 0..k-1), built from the records on first use."""
+        if self._frame is None:
+            from metaalliance.dataset import findings
+
+            self._frame = findings.to_frame(self._records)
+        return self._frame
+
+    @property
+    def columns(self) -> list:
+        """The column names, without building the DataFrame."""
+        if self._columns is not None:
+            return list(self._columns)
+        return list(self.frame.columns)
+
+    def column(self, name: str) -> list:
+        """One column's values as a list, without building the DataFrame when it is not
+        built yet (missing: None or NaN in the records; as ``frame[name].tolist()`` else)."""
+        if self._frame is None and self._records is not None:
+            return [row[name] for row in self._records]
+        return self.frame[name].tolist()
+
+    def missing(self, name: str):
+        """Boolean array: the rows without a value in column ``name`` (None, NaN or NA, or
+        blank text in a text column)."""
+        import numpy as np
+
+        if self._frame is None and self._records is not None:
+            text = self._kinds.get(name, "text") == "text"
+            return np.array([v is None or v != v or (text and str(v).strip() == "")
+                             for v in self.column(name)], dtype=bool)
+        col = self.frame[name]
+        miss = col.isna().to_numpy()
+        if col.dtype == object or str(col.dtype).startswith("str"):
+            miss = miss | (col.astype(str).str.strip() == "").to_numpy()
+        return miss
 
 
 def select(args, *, required_columns=()) -> Selection:
     """The rows a subcommand analyses, from the curated dataset or ``--data CSV``.
 
     Rows with a missing value in a used column are omitted, counted and warned about.
+    The curated dataset is filtered as plain rows (``selection.where_keep``, the same test
+    as ``apply_where``); its DataFrame is built when a command uses ``Selection.frame``.
     """
     import numpy as np
 
@@ -137,20 +186,25 @@ def select(args, *, required_columns=()) -> Selection:
             raise OptionError(f"--{flag[:-4].replace('_', '-')} needs --data CSV "
                               "(the curated dataset has its own r and n)")
     from metaalliance.dataset import findings
-    df = findings.load(getattr(args, "findings", None), getattr(args, "bib", None))
-    df = apply_where(df, where, "the curated dataset")
+    from metaalliance.dataset.selection import where_keep
+
+    rows = findings.load_rows(getattr(args, "findings", None), getattr(args, "bib", None))
+    kinds = {**dict.fromkeys(findings.NUMERIC_COLUMNS, "numeric"),
+             **dict.fromkeys(findings.BOOLEAN_COLUMNS, "boolean")}
+    keep = where_keep(rows, findings.COLUMNS, kinds, where, "the curated dataset")
+    rows = [row for row, kp in zip(rows, keep) if kp]
     n_apart = 0
     if not getattr(args, "all_domains", False) and not any(f == "outcome_domain" for f, _ in where):
-        apart = df["outcome_domain"].isin(SEPARATE_DOMAINS)
-        n_apart = int(apart.sum())
-        if apart.any():
-            note(f"{int(apart.sum())} adherence/retention/dropout finding(s) analysed apart "
+        apart = [row["outcome_domain"] in SEPARATE_DOMAINS for row in rows]
+        n_apart = sum(apart)
+        if n_apart:
+            note(f"{n_apart} adherence/retention/dropout finding(s) analysed apart "
                  "(use --where outcome_domain=... or --all-domains to include them)")
-        df = df[~apart]
+        rows = [row for row, ap in zip(rows, apart) if not ap]
     for col in required_columns:
-        if col not in df.columns:
+        if col not in findings.COLUMNS:
             raise OptionError(f"the curated dataset has no column {col!r}")
-    if df.empty:
+    if not rows:
         if where:
             raise DataError("no findings left after the selection "
                             f"({' '.join('--where ' + f + '=' + ','.join(v) for f, v in where)})")
@@ -158,12 +212,15 @@ def select(args, *, required_columns=()) -> Selection:
         hint = (f" ({n_apart} adherence/retention/dropout finding(s) are analysed apart; "
                 "--all-domains includes them)" if n_apart else "")
         raise DataError(f"{findings.display_path(folder)}: no findings to analyse{hint}")
-    df = df.reset_index(drop=True)
-    labels = [f"{lab} {fid}" if (df["citekey"] == ck).sum() > 1 else lab
-              for lab, fid, ck in zip(df["label"], df["finding_id"], df["citekey"])]
-    return Selection(frame=df, yi=df["yi"].to_numpy(dtype=float),
-                     vi=df["vi"].to_numpy(dtype=float), labels=labels, measure="ZCOR",
-                     omitted=0, source="curated")
+    per_study: dict = {}
+    for row in rows:
+        per_study[row["citekey"]] = per_study.get(row["citekey"], 0) + 1
+    labels = [f"{row['label']} {row['finding_id']}" if per_study[row["citekey"]] > 1
+              else row["label"] for row in rows]
+    return Selection(yi=np.array([row["yi"] for row in rows], dtype=float),
+                     vi=np.array([row["vi"] for row in rows], dtype=float), labels=labels,
+                     measure="ZCOR", omitted=0, source="curated", records=rows,
+                     columns=findings.COLUMNS, kinds=kinds)
 
 
 # --- output helpers ----------------------------------------------------------------------------

@@ -127,10 +127,10 @@ def run(args) -> int:
     # columns are checked here rather than through select(required_columns=...): that path of
     # tabular.read_effects overwrote the vi array (reported to the lead)
     sel = select(args)
-    missing = [c for c in required if c not in sel.frame.columns]
+    missing = [c for c in required if c not in sel.columns]
     if missing:
         raise OptionError(f"{sel.source}: no column {', '.join(map(repr, missing))} "
-                          f"(columns: {', '.join(map(str, sel.frame.columns))})")
+                          f"(columns: {', '.join(map(str, sel.columns))})")
     return pool_selection(sel, args, required)
 
 
@@ -142,9 +142,9 @@ def _which(sel, mask, n=10) -> str:
     if getattr(sel, "rows", None) is not None:
         items = [str(sel.rows[i]) for i in idx[:n]]
         return f" (rows {', '.join(items)}{' ...' if idx.size > n else ''})"
-    df = sel.frame.reset_index(drop=True)
-    if {"file", "finding_id"} <= set(df.columns):
-        items = [f"{df['file'][i]} finding {df['finding_id'][i]}" for i in idx[:n]]
+    if {"file", "finding_id"} <= set(sel.columns):
+        files, ids = sel.column("file"), sel.column("finding_id")
+        items = [f"{files[i]} finding {ids[i]}" for i in idx[:n]]
         return f" ({', '.join(items)}{' ...' if idx.size > n else ''})"
     return ""
 
@@ -220,17 +220,18 @@ def pool_selection(sel, args, used=()) -> int:
     from metaalliance.engine.aggregation import DEFAULT_RHO
     from metaalliance.errors import MetaAllianceWarning
 
-    df = sel.frame.reset_index(drop=True).copy()
+    # the intercept-only and the three-level model need no DataFrame (building one imports
+    # pandas): they take the cluster column from sel.column()
+    lean = not (args.mods or args.by or getattr(args, "aggregate", None) or args.rve
+                or args.working_model == "che")
+    df = None if lean else sel.frame.reset_index(drop=True).copy()
     yi, vi, labels = np.asarray(sel.yi, float), np.asarray(sel.vi, float), list(sel.labels)
     omitted = int(sel.omitted)
+    keep = np.ones(len(yi), dtype=bool)
     if used:
-        missing = np.zeros(len(df), dtype=bool)
+        missing = np.zeros(len(yi), dtype=bool)
         for c in used:
-            col = df[c]
-            miss = col.isna().to_numpy()
-            if col.dtype == object or str(col.dtype).startswith("str"):
-                miss = miss | (col.astype(str).str.strip() == "").to_numpy()
-            missing = missing | miss
+            missing = missing | sel.missing(c)
         if missing.all():
             from metaalliance.errors import DataError
 
@@ -241,12 +242,13 @@ def pool_selection(sel, args, used=()) -> int:
                           f"{', '.join(used)}{_which(sel, missing)}", MetaAllianceWarning)
             omitted += n
             keep = ~missing
-            df = df[keep].reset_index(drop=True)
+            if df is not None:
+                df = df[keep].reset_index(drop=True)
             yi, vi = yi[keep], vi[keep]
             labels = [lb for lb, kp in zip(labels, keep) if kp]
-        df = _numeric_if_possible(df, [c for c in used if c not in (args.by, args.cluster,
-                                                                    getattr(args, "aggregate", None))],
-                                  sel.source)
+        if df is not None:
+            df = _numeric_if_possible(df, [c for c in used if c not in (
+                args.by, args.cluster, getattr(args, "aggregate", None))], sel.source)
     common = dict(method=args.method, test=args.test, level=args.level, labels=labels,
                   measure=sel.measure)
     if args.cluster and (args.rve or args.working_model == "che"):
@@ -259,7 +261,8 @@ def pool_selection(sel, args, used=()) -> int:
             kw = dict(X=X, coef_names=names)
         # rma.mv's t test (df k - p) is the three-level counterpart of knha, as `forest`
         common["test"] = "t" if args.test == "knha" else args.test
-        res = models.three_level(yi, vi, df[args.cluster].astype(str).to_numpy(), **common, **kw)
+        cluster = np.array([str(v) for v, kp in zip(sel.column(args.cluster), keep) if kp])
+        res = models.three_level(yi, vi, cluster, **common, **kw)
         out = res.to_dict()
         out.setdefault("omitted", omitted)
         cis = None

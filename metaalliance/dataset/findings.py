@@ -55,6 +55,10 @@ COLUMNS = ["citekey", "finding_id", "sample", "label", "author", "year", "popula
            "rater", "timing", "session", "outcome_measure", "outcome_domain", "effect_type",
            "conversion", "n", "stat_type", "stat_value", "r", "yi", "vi", "source", "locator",
            "via", "read_in_review", "file"]
+#: columns whose DataFrame dtype is numeric (``--where year=2010.0`` compares numbers there)
+#: and boolean (``--where read_in_review=true``); the rest hold text
+NUMERIC_COLUMNS = ("year", "session", "n", "stat_value", "r", "yi", "vi")
+BOOLEAN_COLUMNS = ("read_in_review",)
 
 CITEKEY_RE = re.compile(r"^[a-z][a-z0-9]*[0-9]{4}[a-z0-9]*$")
 FINDING_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
@@ -111,14 +115,34 @@ class BibEntry:
         return f"{names[0]} et al. ({year})"
 
 
+#: what LaTeX decoding can change: pylatexenc's latex2text leaves every other character and
+#: character sequence as it is (checked for all printable ASCII characters, pairs and
+#: punctuation triples in tests/test_findings.py), so a value without these is decoded as itself
+_LATEX_RE = re.compile(r"[\\{}%&~$`]|''|--")
+
+
+def _latex_decoder():
+    """bibtexparser's LatexDecodingMiddleware, handing over only values that hold LaTeX
+    (``_LATEX_RE``): the others decode to themselves, and latex2text takes ~1 ms a value
+    (most of reading references.bib, so most of a command's start-up after the imports)."""
+    from bibtexparser.middlewares import LatexDecodingMiddleware
+
+    class _Decoder(LatexDecodingMiddleware):
+        def _transform_python_value_string(self, python_string):
+            if _LATEX_RE.search(python_string) is None:
+                return python_string, ""
+            return super()._transform_python_value_string(python_string)
+
+    return _Decoder()
+
+
 def parse_bib(text: str, name: str = "references.bib") -> tuple[dict[str, BibEntry], list[str]]:
     """Parse BibTeX text into {key: BibEntry} and a list of problems (one line each)."""
     import bibtexparser
 
     problems: list[str] = []
-    from bibtexparser.middlewares import LatexDecodingMiddleware
     try:
-        library = bibtexparser.parse_string(text, append_middleware=[LatexDecodingMiddleware()])
+        library = bibtexparser.parse_string(text, append_middleware=[_latex_decoder()])
     except Exception:  # the decoder chokes on some malformed LaTeX: fall back to raw fields
         library = bibtexparser.parse_string(text)
     entries: dict[str, BibEntry] = {}
@@ -569,6 +593,32 @@ def _rows(ds: Dataset):
             }
 
 
+def load_rows(findings_dir=None, bib=None) -> list[dict]:
+    """The curated findings as plain rows (one dict per finding, keys ``COLUMNS``), without
+    pandas: what ``load()`` puts in its DataFrame, for commands that need only a few columns
+    (``cli.select`` builds the DataFrame when a command asks for it).
+
+    Raises ValidationError listing every problem when the data does not validate.
+    """
+    ds = read_dataset(findings_dir, bib)
+    if ds.problems:
+        raise ValidationError(ds.problems)
+    rows = list(_rows(ds))
+    labels = _distinct_labels([r["label"] for r in rows], [r["citekey"] for r in rows])
+    for row, label in zip(rows, labels):
+        row["label"] = label
+    return rows
+
+
+def to_frame(rows: list[dict]):
+    """``load_rows()`` rows as the tidy DataFrame of ``load()`` (year as nullable Int64)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["year"] = df["year"].astype("Int64")
+    return df
+
+
 def load(findings_dir=None, bib=None):
     """The curated findings as one tidy DataFrame (one row per finding).
 
@@ -578,15 +628,7 @@ def load(findings_dir=None, bib=None):
     >>> bool(((df.r > -1) & (df.r < 1)).all()) and bool((df.vi > 0).all())
     True
     """
-    import pandas as pd
-
-    ds = read_dataset(findings_dir, bib)
-    if ds.problems:
-        raise ValidationError(ds.problems)
-    df = pd.DataFrame(list(_rows(ds)), columns=COLUMNS)
-    df["year"] = df["year"].astype("Int64")
-    df["label"] = _distinct_labels(df["label"].tolist(), df["citekey"].tolist())
-    return df
+    return to_frame(load_rows(findings_dir, bib))
 
 
 def _distinct_labels(labels, citekeys):
@@ -630,5 +672,5 @@ def data_hash(findings_dir=None, bib=None) -> str:
     return h.hexdigest()
 
 
-__all__ = ["load", "validate", "read_dataset", "parse_bib", "read_bib", "data_hash",
+__all__ = ["load", "load_rows", "to_frame", "validate", "read_dataset", "parse_bib", "read_bib", "data_hash",
            "BibEntry", "Dataset", "DEFAULT_FINDINGS", "DEFAULT_BIB", "COLUMNS", "display_path"]
