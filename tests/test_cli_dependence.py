@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaalliance.cli import main
+from cli_run import cli
 
 HERE = Path(__file__).parent / "reference"
 SEL = json.loads((HERE / "selection.json").read_text())
@@ -20,12 +20,6 @@ SELECTION_KEYS = {"type", "k", "estimate", "se", "ci_lower", "ci_upper", "p", "t
 def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def no_nan(text):

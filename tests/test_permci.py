@@ -24,6 +24,7 @@ from metaalliance.engine import models
 from metaalliance.engine.permci import permutation_ci
 from metaalliance.engine.permutation import COMPTOL, permutation_test
 from metaalliance.errors import MetaAllianceWarning, OptionError
+from cli_run import cli
 
 HERE = Path(__file__).parent / "reference"
 REF = json.loads((HERE / "permci.json").read_text())
@@ -227,12 +228,6 @@ def test_api_errors():
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_csv(c, name="p.csv"):

@@ -28,6 +28,7 @@ from metaalliance.dataset import tabular
 from metaalliance.cli import main
 from metaalliance.errors import DataError, MetaAllianceWarning, ModelError, OptionError
 from conftest import patch_engine
+from cli_run import cli
 
 REF = json.loads((Path(__file__).parent / "reference" / "reliability.json").read_text())["cases"]
 RTOL = 1e-6
@@ -44,12 +45,6 @@ def _in_tmp(tmp_path, monkeypatch):
     """Work in tmp_path so that messages name files as the user typed them (d.csv)."""
     monkeypatch.chdir(tmp_path)
 
-
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def csv(name, text):

@@ -35,7 +35,7 @@ from metaalliance.errors import DataError, ModelError
 from metaalliance.engine.inference import level_alpha
 from metaalliance.engine.clusters import _design, _validate
 from metaalliance.engine.cluster_robust import _block_weights
-from metaalliance.engine.results import Coefficient
+from metaalliance.engine.results import t_coefficients
 
 __all__ = ["DEFAULT_CHE_RHO", "CHEResult", "RobustTest", "che", "cr2_inference"]
 
@@ -429,17 +429,10 @@ def che(yi, vi, cluster, rho=DEFAULT_CHE_RHO, X=None, names=None, level=95,
     if p > 1:
         C = np.eye(p)[1:] if intercept else np.eye(p)
     vcov, dfs, test = cr2_inference(y, Xd, beta, blocks, lv, C)
-    from metaalliance.engine import distributions as stats
-
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
     if not np.all(se > 0):
         raise ModelError(f"{who}: the cluster-robust variance is 0, no robust test is possible")
-    tval = beta / se
-    pval = 2.0 * stats.t.sf(np.abs(tval), dfs)
-    crit = stats.t.isf(alpha / 2, dfs)
-    coefs = tuple(Coefficient(nm[j], float(beta[j]), float(se[j]), float(tval[j]),
-                              float(pval[j]), float(beta[j] - crit[j] * se[j]),
-                              float(beta[j] + crit[j] * se[j])) for j in range(p))
+    coefs = t_coefficients(nm, beta, se, dfs, alpha)
     c0 = coefs[0]
     return CHEResult(k=k, n_clusters=n, rho=rho, level=lv, estimate=c0.estimate, se=c0.se,
                      df=float(dfs[0]), pvalue=c0.pvalue, ci_lower=c0.ci_lower,

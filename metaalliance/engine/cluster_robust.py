@@ -28,7 +28,8 @@ from metaalliance.engine.inference import level_alpha as _level_alpha
 from metaalliance.engine.multilevel import (MEASURES, THREE_LEVEL_METHODS, ThreeLevelResult,
                                             _Blocks, _fit_components, _fmt_p, _readonly,
                                             three_level)
-from metaalliance.engine.results import Coefficient, robust_dict_tail, versions as _versions
+from metaalliance.engine.results import (Coefficient, robust_dict_tail, t_coefficients,
+                                         versions as _versions)
 from metaalliance.errors import DataError, ModelError
 from metaalliance.options import check_option
 
@@ -213,8 +214,6 @@ def _block_weights(blocks, X):
 
 def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, alpha,
                     mname, measure, beta=None):
-    from metaalliance.engine import distributions as stats
-
     k, p = X.shape
     model_codes = np.asarray(model_codes)
     order = np.argsort(rcodes, kind="stable")
@@ -275,12 +274,7 @@ def _robust_compute(yi, vi, X, names, s1, s2, model_codes, rcodes, n, cr2, lv, a
     if not (np.all(se > 0) and np.all(np.isfinite(dfs)) and np.all(dfs > 0)):
         raise ModelError("robust: the cluster-robust variance is 0 (the residuals are 0 in "
                          "every cluster), so no robust test is possible")
-    tval = beta / se
-    pval = 2.0 * stats.t.sf(np.abs(tval), dfs)
-    crit = stats.t.isf(alpha / 2, dfs)
-    coefs = tuple(Coefficient(names[j], float(beta[j]), float(se[j]), float(tval[j]),
-                              float(pval[j]), float(beta[j] - crit[j] * se[j]),
-                              float(beta[j] + crit[j] * se[j])) for j in range(p))
+    coefs = t_coefficients(names, beta, se, dfs, alpha)
     c0 = coefs[0]
     prov = {"function": "metaalliance.engine.cluster_robust.robust",
             "metafor_call": "robust(res, cluster = cluster" +

@@ -279,6 +279,21 @@ class Coefficient:
         return out
 
 
+def t_coefficients(names, beta, se, dfs, alpha) -> tuple:
+    """``Coefficient`` rows of a t test with per-coefficient df (cluster-robust inference:
+    ``robust()`` and the CHE model): t, two-sided p and the t-based CI."""
+    import numpy as np
+
+    from metaalliance.engine import distributions as stats
+
+    tval = beta / se
+    pval = 2.0 * stats.t.sf(np.abs(tval), dfs)
+    crit = stats.t.isf(alpha / 2, dfs)
+    return tuple(Coefficient(names[j], float(beta[j]), float(se[j]), float(tval[j]),
+                             float(pval[j]), float(beta[j] - crit[j] * se[j]),
+                             float(beta[j] + crit[j] * se[j])) for j in range(len(names)))
+
+
 @dataclass(frozen=True, eq=False)
 class MetaRegressionResult:
     """A mixed-effects meta-regression (or EE meta-regression, method="EE")."""
