@@ -72,6 +72,14 @@ def knha_scale(Y, V, M, X, tau2, int_only=None):
         return np.where(rss <= np.finfo(float).eps, 0.0, rss / (kb - p))
 
 
+def qm_coefficients(X) -> list:
+    """The coefficients the omnibus test QM covers (metafor's default ``btt``): all but the
+    intercept (a column of ones) when there is one and more than one coefficient."""
+    has_int = np.all(X == 1.0, axis=0)
+    p = X.shape[1]
+    return [j for j in range(p) if not has_int[j]] if (has_int.any() and p > 1) else list(range(p))
+
+
 def heterogeneity(Y, V, M, X, int_only=None):
     """QE (on centred y, as metafor), its df, p-value and vt = (k - p) / tr(P) per column."""
     kb = M.sum(axis=0)

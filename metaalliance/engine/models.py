@@ -236,7 +236,7 @@ def _fit_numbers(y, v, X, names, method, test, level, control=DEFAULT_CONTROL):
     se = np.sqrt(np.diag(vb))
     stat, pval, lo, hi = inf.wald(beta, se, test, alpha, df)
     has_int = _has_intercept(X)
-    btt = [j for j in range(p) if not has_int[j]] if (has_int.any() and p > 1) else list(range(p))
+    btt = inf.qm_coefficients(X)
     bb = beta[btt]
     qm = float(bb @ np.linalg.solve(vb[np.ix_(btt, btt)], bb))
     m = len(btt)
@@ -541,10 +541,10 @@ def meta_regression(yi, vi, data, formula, method="REML", test="z", level=95, la
     called as batches of permutations are fitted (the command line's progress bar).
     ``control`` as in ``random_effects``; the permutation refits use it too (as permutest()
     refits with the model's control), unless metafor's control cannot fit the observed model:
-    then they use 'optimum', as the observed fit does, with a warning. ``permci=True`` (or a list of coefficient names) adds
-    permutation-based CIs (``permutest(permci = TRUE)``, engine/permci.py) as each
-    coefficient's ``perm_ci_lower``/``perm_ci_upper``; ``permci_progress(done, total)`` is
-    called per bound searched.
+    then they use 'optimum', as the observed fit does, with a warning. ``permci=True`` (or a
+    list of coefficient names) adds permutation-based CIs (``permutest(permci = TRUE)``,
+    engine/permci.py) as each coefficient's ``perm_ci_lower``/``perm_ci_upper``;
+    ``permci_progress(done, total)`` is called per bound searched.
     """
     _options(method, test, measure, control)
     y, v, labels = _vectors(yi, vi, labels)

@@ -66,12 +66,6 @@ class _RefitFailed(Exception):
     """The refit to yi - val * X[, j] failed (metafor's .permci stops: the bound is NA)."""
 
 
-def _btt(X):
-    has_int = np.all(X == 1.0, axis=0)
-    p = X.shape[1]
-    return [j for j in range(p) if not has_int[j]] if (has_int.any() and p > 1) else list(range(p))
-
-
 def permutation_ci(y, v, X, beta, ci_lower, ci_upper, method="REML", test="z", level=95,
                    iterations=1000, seed=None, exact=False, control=DEFAULT_CONTROL, coefs=None,
                    cialt="one.sided", distfac=1.0, tol=DEFAULT_TOL, maxiter=PERMCI_MAXITER,
@@ -109,7 +103,7 @@ def permutation_ci(y, v, X, beta, ci_lower, ci_upper, method="REML", test="z", l
     if not use_exact and seed is None:
         # one seed for the whole search: every refit meets the same permutations
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    btt = _btt(X)
+    btt = inf.qm_coefficients(X)
     path = []
     count = [0]
     target = alpha / 2.0 if cialt == "one.sided" else alpha
