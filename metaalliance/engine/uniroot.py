@@ -63,8 +63,9 @@ class Root(NamedTuple):
     converged: np.ndarray      # False: maxiter reached; root is the last b (R warns)
 
 
-def _check_ends(lower, upper, f_lower, f_upper):
-    """uniroot's checks of its arguments (extendInt = "no")."""
+def _check_ends(lower, upper, f_lower, f_upper, signs=True):
+    """uniroot's checks of its arguments; ``signs=False``: without the opposite-sign check,
+    which an ``extendInt`` search makes after widening the interval."""
     lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
     f_lower, f_upper = np.asarray(f_lower, dtype=float), np.asarray(f_upper, dtype=float)
     if np.any(~(lower < upper)):
@@ -73,7 +74,7 @@ def _check_ends(lower, upper, f_lower, f_upper):
         raise ModelError("uniroot: f.lower = f(lower) is NA")
     if np.any(np.isnan(f_upper)):
         raise ModelError("uniroot: f.upper = f(upper) is NA")
-    if np.any(~(np.sign(f_lower) * np.sign(f_upper) <= 0)):
+    if signs and np.any(~(np.sign(f_lower) * np.sign(f_upper) <= 0)):
         raise ModelError("uniroot: f() values at end points not of opposite sign")
 
 
@@ -157,15 +158,8 @@ def uniroot1(f: Callable[[float], float], lower: float, upper: float, f_lower=No
     lower, upper = float(lower), float(upper)
     fa = float(f(lower)) if f_lower is None else float(f_lower)
     fb = float(f(upper)) if f_upper is None else float(f_upper)
-    if extend_int == "no":
-        _check_ends(lower, upper, fa, fb)
-    else:
-        if not lower < upper:
-            raise ModelError("uniroot: lower < upper is not fulfilled")
-        if math.isnan(fa):
-            raise ModelError("uniroot: f.lower = f(lower) is NA")
-        if math.isnan(fb):
-            raise ModelError("uniroot: f.upper = f(upper) is NA")
+    _check_ends(lower, upper, fa, fb, signs=extend_int == "no")
+    if extend_int != "no":
         lower, upper, fa, fb = _extend(f, lower, upper, fa, fb, extend_int, maxiter)
     a, b = lower, upper
     c, fc = a, fa
