@@ -643,15 +643,15 @@ def _distinct_labels(labels, citekeys):
     for lab, ck in zip(labels, citekeys):
         keys = sorted(keys_of[lab])
         if len(keys) > 1 and lab.endswith(")"):
-            letter = _letters(keys.index(ck))
+            letter = letters(keys.index(ck))
             sep = "-" if lab.endswith("n.d.)") else ""
             lab = f"{lab[:-1]}{sep}{letter})"
         out.append(lab)
     return out
 
 
-def _letters(i: int) -> str:
-    """0 -> a, 25 -> z, 26 -> aa ..."""
+def letters(i: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa ... (also a spreadsheet's column names, upper-cased)."""
     s = ""
     i += 1
     while i:

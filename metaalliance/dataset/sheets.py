@@ -14,7 +14,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metaalliance.dataset.findings import display_path
+from metaalliance.dataset.findings import display_path, letters
 from metaalliance.errors import DataError
 
 #: a sheet larger than this (bytes) is refused before reading
@@ -41,12 +41,7 @@ class Sheet:
 
 def column_letter(i: int) -> str:
     """0 -> A, 25 -> Z, 26 -> AA (a column as a spreadsheet names it)."""
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(65 + r) + s
-    return s
+    return letters(i).upper()
 
 
 def read_sheet(path) -> Sheet:
