@@ -152,8 +152,10 @@ class Selection:
         import numpy as np
 
         if self._frame is None and self._records is not None:
+            from metaalliance.dataset.selection import is_missing
+
             text = self._kinds.get(name, "text") == "text"
-            return np.array([v is None or v != v or (text and str(v).strip() == "")
+            return np.array([is_missing(v) or (text and str(v).strip() == "")
                              for v in self.column(name)], dtype=bool)
         col = self.frame[name]
         miss = col.isna().to_numpy()
@@ -169,6 +171,8 @@ def select(args, *, required_columns=()) -> Selection:
     The curated dataset is filtered as plain rows (``selection.where_keep``, the same test
     as ``apply_where``); its DataFrame is built when a command uses ``Selection.frame``.
     """
+    from collections import Counter
+
     import numpy as np
 
     from metaalliance.errors import DataError, OptionError
@@ -212,9 +216,7 @@ def select(args, *, required_columns=()) -> Selection:
         hint = (f" ({n_apart} adherence/retention/dropout finding(s) are analysed apart; "
                 "--all-domains includes them)" if n_apart else "")
         raise DataError(f"{findings.display_path(folder)}: no findings to analyse{hint}")
-    per_study: dict = {}
-    for row in rows:
-        per_study[row["citekey"]] = per_study.get(row["citekey"], 0) + 1
+    per_study = Counter(row["citekey"] for row in rows)
     labels = [f"{row['label']} {row['finding_id']}" if per_study[row["citekey"]] > 1
               else row["label"] for row in rows]
     return Selection(yi=np.array([row["yi"] for row in rows], dtype=float),

@@ -84,7 +84,8 @@ def apply_where(df, where, source: str):
     return df
 
 
-def _missing(cell) -> bool:
+def is_missing(cell) -> bool:
+    """A plain row's cell without a value: None or NaN."""
     return cell is None or (isinstance(cell, float) and cell != cell)
 
 
@@ -97,6 +98,6 @@ def where_keep(rows, columns, kinds: dict, where, source: str) -> list[bool]:
         if field_name not in columns:
             raise _no_column(field_name, columns, source)
         match = matcher(values, kinds.get(field_name, "text"))
-        keep = [k and not _missing(row[field_name]) and match(row[field_name])
+        keep = [k and not is_missing(row[field_name]) and match(row[field_name])
                 for k, row in zip(keep, rows)]
     return keep
