@@ -166,6 +166,15 @@ def measure(repeats: int = 5, with_r: bool = True, log=lambda m: None) -> dict:
     return {"rows": rows, "R": r, "k": K, "data": LABEL}
 
 
+def _render(head: list, lines: list) -> str:
+    """A plain-text table: columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
+           "-|-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
 def table(res: dict) -> str:
     head = ["command (whole process)", "best", "median", "cpu", "target", "met?"]
     lines = []
@@ -185,11 +194,7 @@ def table(res: dict) -> str:
         r = res["R"]
         lines.append([f"R: metafor {r['metafor']} leave1out + influence (k = {res['k']})",
                       "", f"{r['seconds']:.2f} s", f"{r['cpu']:.2f} s", "", ""])
-    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
-    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "-|-".join("-" * w for w in widths)]
-    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    return _render(head, lines)
 
 
 def import_table(res: dict) -> str:
@@ -200,11 +205,7 @@ def import_table(res: dict) -> str:
         cum, loaded = row["imports"]["cumulative"], row["imports"]["loaded"]
         lines.append([row["key"], *(f"{cum[p] * 1000:.0f} ms" if p in cum else "-" for p in pk),
                       *("LOADED" if loaded.get(p) else "no" for p in MUST_NOT_LOAD)])
-    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
-    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "-|-".join("-" * w for w in widths)]
-    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    return _render(head, lines)
 
 
 def report(res: dict) -> str:
